@@ -1,0 +1,163 @@
+"""Hugging Face checkpoint folders: load and save config.json + safetensors (single or sharded) + tokenizer.
+
+Loading builds the model on the meta device and assigns tensors read from the memory-mapped safetensors
+files one by one, so peak memory stays close to the weights' size. Pickled weights (.bin/.pt) are refused,
+never unpickled. Saving writes the layout transformers reads (`model.safetensors` or shards with
+`model.safetensors.index.json`, metadata format=pt, tied lm_head left out).
+
+    zhcoder init --preset qwen3-0.6b --layers 2 /tmp/tiny && zhcoder info /tmp/tiny
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ConfigError, ModelConfig
+from .model import QwenForCausalLM
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "consolidated.pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder zhcoder cannot load; the message says what is wrong and what to do."""
+
+
+def resolve_dtype(name: str | torch.dtype | None, config: ModelConfig) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        name = config.torch_dtype
+    if name not in DTYPES:
+        raise CheckpointError(f"unknown dtype {name!r}: choose float32, bfloat16 or float16")
+    return DTYPES[name]
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder, in order; pickles are refused."""
+    if (directory / INDEX_FILE).exists():
+        try:
+            weight_map = json.loads((directory / INDEX_FILE).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{directory / INDEX_FILE} is not a valid safetensors index: {e}") from None
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    elif (directory / SINGLE_FILE).exists():
+        files = [directory / SINGLE_FILE]
+    else:
+        pickles = [p.name for p in directory.iterdir() if p.name in PICKLE_NAMES or p.suffix in (".bin", ".pt", ".pth")]
+        if pickles:
+            raise CheckpointError(
+                f"{directory} holds pickled weights ({', '.join(sorted(pickles))}), which zhcoder never unpickles: "
+                "convert them once in a trusted environment with transformers "
+                "(AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True))"
+            )
+        raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}")
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise CheckpointError(f"{directory} lacks shard(s) named in its index: {', '.join(missing)}")
+    return files
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"model folder not found: {directory}")
+    try:
+        return ModelConfig.from_file(directory)
+    except FileNotFoundError:
+        raise CheckpointError(f"no config.json in {directory}") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{directory / 'config.json'}: {e}") from None
+
+
+def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", device: str = "cpu") -> QwenForCausalLM:
+    """Load a HF model folder into zhcoder's model, memory-mapped, in the given dtype, ready for inference."""
+    directory = Path(path)
+    config = load_config(directory)
+    torch_dtype = resolve_dtype(dtype, config)
+    with torch.device("meta"):
+        model = QwenForCausalLM(config)
+    expected = {name: p for name, p in model.named_parameters(remove_duplicate=False)}
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(directory):
+        try:
+            with safe_open(file, framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    if name not in expected:
+                        continue  # e.g. rotary inv_freq saved by old exporters
+                    tensor = f.get_tensor(name)
+                    if tuple(tensor.shape) != tuple(expected[name].shape):
+                        raise CheckpointError(
+                            f"shape mismatch for {name}: checkpoint has {tuple(tensor.shape)}, "
+                            f"config.json implies {tuple(expected[name].shape)}"
+                        )
+                    state[name] = tensor.to(torch_dtype)
+        except SafetensorError as e:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({e})") from None
+        except OSError as e:
+            raise CheckpointError(f"cannot read {file}: {e}") from None
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+        expected.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise CheckpointError(f"{directory} lacks weights for {shown}")
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    model.model.rotary_emb.inv_freq = torch.empty(0, device=device)  # leave meta, then recompute in fp32
+    model.model.rotary_emb.reset_parameters()
+    return model.eval()
+
+
+def save_model(
+    model: QwenForCausalLM,
+    path: str | Path,
+    tokenizer=None,
+    chat_template: str | None = None,
+    max_shard_bytes: int = 5 * 2**30,
+) -> Path:
+    """Write a HF checkpoint folder transformers loads: config.json, safetensors (sharded past max_shard_bytes)."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    config.torch_dtype = next(iter(state.values())).dtype.__str__().removeprefix("torch.")
+    config.save(directory)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
+        old.unlink(missing_ok=True)
+    if len(shards) == 1:
+        save_file(shards[0], directory / SINGLE_FILE, metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, directory / name, metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    (directory / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}, indent=2) + "\n"
+    )
+    if tokenizer is not None:
+        tokenizer.save(directory, chat_template=chat_template)
+    return directory
