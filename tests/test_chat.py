@@ -595,6 +595,8 @@ def test_template_errors_are_value_errors():
         render_chat(PLAIN, template=strict)
     with pytest.raises(ValueError, match="empty"):
         render_chat([], template="qwen3")
+    with pytest.raises(ChatTemplateError, match="line 1"):
+        render_chat(PLAIN, template="{% for m in messages %}{{ m.content }}")
     with pytest.raises(ValueError):  # the sandbox refuses to run Python internals
         render_chat(PLAIN, template="{{ messages.__class__.__mro__ }}")
 
@@ -799,6 +801,15 @@ def test_parse_values_may_contain_the_markup():
     text = (f"<tool_call>\n<function=write_file>\n<parameter=content>\n{snippet}\n</parameter>\n"
             f"</function>\n</tool_call>")
     assert parse_tool_calls(text).tool_calls == [ToolCall("write_file", {"content": snippet})]
+
+
+def test_parse_survives_pathological_values():
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "n": {"type": "integer"}, "o": {"type": "object"}}}}}
+    huge, deep = "9" * 5000, "[" * 100_000
+    text = f"<tool_call>\n<function=f>\n<parameter=n>\n{huge}\n</parameter>\n<parameter=o>\n{deep}\n</parameter>\n</function>"
+    assert parse_tool_calls(text, tools=[tool]).tool_calls == [ToolCall("f", {"n": huge, "o": deep})]
+    assert parse_tool_calls("<tool_call>\n" + deep).content == "<tool_call>\n" + deep
 
 
 def test_parse_never_raises_on_truncated_replies():

@@ -60,15 +60,17 @@ def test_kv_cache_equals_recomputation(tmp_path, qwen_tokenizer):
 
 
 class ScriptedModel(QwenForCausalLM):
-    """A model that emits a fixed token script (logits one-hot), to drive the engine to exact text."""
+    """A model that emits a fixed token script (one-hot logits, no head), to drive the engine to exact text."""
 
     def __init__(self, script, vocab_size):
         super().__init__(ModelConfig(model_type="qwen3", vocab_size=vocab_size, hidden_size=8, intermediate_size=8,
                                      num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
                                      max_position_embeddings=4096))
         self.script = script
+        self.lm_head = torch.nn.Identity()
 
-    def forward(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0, last_only=False):
+    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,
+                      last_only=False):
         B, T = input_ids.shape
         step = 0 if start_pos == 0 else start_pos - self.prompt_len + 1
         if start_pos == 0:

@@ -56,7 +56,7 @@ def builtin_template(name: str) -> str:
 
 @lru_cache(maxsize=None)
 def _read_builtin(name: str) -> str:
-    return resources.files("zhcoder").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
+    return (resources.files("zhcoder") / "templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def render_chat(messages: list, *, template: str = "qwen3", tools: list[dict] | None = None,
@@ -77,6 +77,8 @@ def render_chat(messages: list, *, template: str = "qwen3", tools: list[dict] | 
                      enable_thinking=enable_thinking)
     try:
         return _compile(source).render(**variables)
+    except jinja2.TemplateSyntaxError as error:
+        raise ChatTemplateError(f"chat template is not valid Jinja (line {error.lineno}): {error.message}") from error
     except (jinja2.TemplateError, TypeError) as error:
         raise ChatTemplateError(f"chat template could not render the conversation: {error}") from error
 
@@ -124,25 +126,26 @@ def _compile(source: str) -> jinja2.Template:
 
 
 def _plain(value: Any) -> Any:
-    """A copy made of JSON-like types only, so the sandboxed template sees no methods of the caller's objects."""
-    if value is None or type(value) in (str, int, float, bool):
+    """A copy of `value` made of JSON-like types only, so the sandboxed template can reach no method of the caller's
+    objects (the same rule transformers applies before rendering): scalars are cut back to their base type, containers
+    rebuilt, dataclasses and pydantic models turned into dicts, and anything else replaced by a "<TypeName>" string."""
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
+        return str.__str__(value)  # a str enum, say, becomes its plain value
+    if isinstance(value, (int, float)):
+        return (int if isinstance(value, int) else float)(value)
     if isinstance(value, Mapping):
         return {_plain(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(item) for item in value)
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item) for item in value]
+        return items if isinstance(value, list) else tuple(items)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if callable(getattr(value, "model_dump", None)):
         return _plain(value.model_dump())
+    if callable(getattr(value, "item", None)) and hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:
+        return _plain(value.item())  # a NumPy scalar
     return f"<{type(value).__name__}>"
 
 
@@ -342,7 +345,7 @@ def _read_xml_function(text: str, position: int, schemas: dict | None) -> tuple[
 def _read_json_call(text: str, position: int) -> tuple[ToolCall | None, int]:
     try:
         payload, end = json.JSONDecoder().raw_decode(text, position)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None, position
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return None, end
@@ -350,7 +353,7 @@ def _read_json_call(text: str, position: int) -> tuple[ToolCall | None, int]:
     if isinstance(arguments, str):  # some models double-encode the arguments
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None, end
     if not isinstance(arguments, dict):
         return None, end
@@ -390,24 +393,23 @@ def _typed_value(value: str, schema: Any) -> Any:
 
 
 def _convert(text: str, kind: str) -> Any:
-    if kind == "integer" and _INTEGER.fullmatch(text):
-        return int(text)
-    if kind == "number" and _NUMBER.fullmatch(text):
-        number = int(text) if _INTEGER.fullmatch(text) else float(text)
-        return number if math.isfinite(number) else _FAILED
-    if kind == "boolean" and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if kind in ("object", "array"):
-        wanted = dict if kind == "object" else list
-        try:
-            decoded = json.loads(text)
-        except json.JSONDecodeError:
-            try:  # a Python literal such as {'a': True}, as models sometimes write; kept only if it is JSON data
+    try:
+        if kind == "integer" and _INTEGER.fullmatch(text):
+            return int(text)
+        if kind == "number" and _NUMBER.fullmatch(text):
+            number = int(text) if _INTEGER.fullmatch(text) else float(text)
+            return number if math.isfinite(number) else _FAILED
+        if kind == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if kind in ("object", "array"):
+            try:
+                decoded = json.loads(text)
+            except ValueError:  # perhaps a Python literal such as {'a': True}, as models sometimes write
                 decoded = ast.literal_eval(text)
-                json.dumps(decoded)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                return _FAILED
-        return decoded if isinstance(decoded, wanted) else _FAILED
+                json.dumps(decoded)  # kept only if it is JSON data
+            return decoded if isinstance(decoded, dict if kind == "object" else list) else _FAILED
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # int() of 5000 digits raises too
+        pass
     return _FAILED
 
 
@@ -416,7 +418,8 @@ if __name__ == "__main__":
         "name": "get_weather", "description": "查询城市天气",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
                        "required": ["city"]}}}
-    print(render_chat([{"role": "user", "content": "杭州明天天气怎么样？"}], template="qwen3-coder", tools=[weather]))
+    question = [{"role": "user", "content": "杭州明天天气怎么样？"}]
+    print(render_chat(question, template="qwen3-coder", tools=[weather]))
     reply = ("我来查一下。\n<tool_call>\n<function=get_weather>\n<parameter=city>\n杭州\n</parameter>\n"
              "<parameter=days>\n1\n</parameter>\n</function>\n</tool_call>")
     print(parse_tool_calls(reply, tools=[weather]))

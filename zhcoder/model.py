@@ -241,6 +241,11 @@ class QwenForCausalLM(nn.Module):
         (B, 1, T, keys) mask, True where a query may attend (needed for padded batches); without it attention
         is causal. kv_cache/start_pos: write this step's keys and values at start_pos and attend to all before.
         """
+        return self.lm_head(self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, start_pos, last_only))
+
+    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,
+                      last_only=False) -> torch.Tensor:
+        """The final normed hidden states (B, T or 1, hidden): `forward` without the language-model head."""
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(start_pos, start_pos + T, device=input_ids.device).expand(B, T)
@@ -250,7 +255,7 @@ class QwenForCausalLM(nn.Module):
             x = layer(x, cos, sin, attention_mask, kv_cache, start_pos)
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.model.norm(x))
+        return self.model.norm(x)
 
 
 def init_weights(model: QwenForCausalLM, std: float = 0.02, seed: int | None = None) -> None:
