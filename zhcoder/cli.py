@@ -257,7 +257,78 @@ def chat(model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_t
         messages.append({"role": "assistant", "content": reply})
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+@app.command("eval")
+def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, humaneval-zh, humaneval-xl-zh, mbpp-zh, "
+                                               "leetcode, leetcode-zh; or `report` followed by output folders"),
+          folders: Optional[list[Path]] = typer.Argument(None, help="with `report`: eval output folders"),
+          samples: Optional[Path] = typer.Option(None, help="score a JSONL of task_id + completion/solution"),
+          model: Optional[str] = typer.Option(None, "--model", "-m", help="generate with a local checkpoint"),
+          endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://host:8000/v1"),
+          endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="model name at the endpoint"),
+          api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="environment variable with the key"),
+          mode: str = typer.Option("base", help="base (continue the prompt) or chat (instruction, fenced code)"),
+          out: Optional[Path] = typer.Option(None, help="output folder (resumes if it holds the same run)"),
+          name: Optional[str] = typer.Option(None, help="subject label for reports (default: file/model name)"),
+          n: int = typer.Option(1, "--n", help="samples per task (pass@k needs n >= k)"),
+          temperature: float = Temperature, top_p: float = TopP, seed: Optional[int] = Seed,
+          max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+          dtype: str = DtypeOption,
+          workers: Optional[int] = typer.Option(None, help="sandbox processes (default: CPU count)"),
+          timeout: Optional[float] = typer.Option(None, help="seconds per program (default: the task's)"),
+          limit: Optional[int] = typer.Option(None, help="only the first N problems"),
+          concurrency: int = typer.Option(8, help="parallel endpoint requests"),
+          retries: int = typer.Option(3, help="endpoint retries, with backoff"),
+          data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="benchmark data (default $ZHCODER_DATA)"),
+          md: Optional[Path] = typer.Option(None, help="with `report`: write the Markdown table here"),
+          png: Optional[Path] = typer.Option(None, help="with `report`: write a bar chart here"),
+          as_json: bool = JsonFlag):
+    """Score a subject (samples file, local model or endpoint) on a benchmark, or `report` several runs."""
+    if task == "report":
+        from .eval.report import bar_chart, load_summaries, markdown
+
+        summaries = load_summaries(folders or [])
+        text = markdown(summaries)
+        if md:
+            md.write_text(text, encoding="utf-8")
+        if png:
+            bar_chart(summaries, png)
+        print(text, end="")
+        return
+    from .eval.run import evaluate
+    from .eval.subjects import Endpoint, GenerationSettings, LocalModel
+
+    if folders:
+        raise UsageError(f"unexpected argument(s): {' '.join(map(str, folders))}")
+    if sum(x is not None for x in (samples, model, endpoint)) != 1:
+        raise UsageError("give exactly one of --samples FILE, --model DIR, --endpoint URL")
+    if out is None:
+        raise UsageError("--out DIR is required")
+    if mode not in ("base", "chat"):
+        raise UsageError("--mode must be base or chat")
+    if endpoint and not endpoint_model:
+        raise UsageError("--endpoint needs --endpoint-model NAME")
+    if n < 1:
+        raise UsageError("--n must be at least 1")
+    settings = GenerationSettings(mode=mode, n=n, temperature=temperature, top_p=top_p,
+                                  max_new_tokens=max_new_tokens, seed=seed)
+    subject = None
+    if model:
+        subject = LocalModel(model, settings, dtype=dtype)
+    elif endpoint:
+        subject = Endpoint(endpoint, endpoint_model, settings, api_key_env=api_key_env, concurrency=concurrency,
+                           retries=retries)
+    summary = evaluate(task, out, samples=str(samples) if samples else None, subject=subject, settings=settings,
+                       workers=workers, timeout_s=timeout, limit=limit, name=name,
+                       data_dir=str(data_dir) if data_dir else None, show_progress=not as_json)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        from .eval.scoring import round_scores
+
+        print(json.dumps(round_scores(summary), indent=2, ensure_ascii=False))
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError)
 
 
 def main() -> None:
