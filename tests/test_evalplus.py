@@ -95,6 +95,8 @@ def test_loader(task):
     assert problem.prompt.strip() in problem.instruction and '\n"""' in problem.stop
     assert sum(p.atol != 0 for p in task.problems) == 16
     assert sorted(p.task_id for p in task.problems if p.reference_elsewhere) == sorted(HASH_ORDER_TASKS)
+    from zhcoder.eval.tasks import load_task
+    assert isinstance(load_task("mbpp-plus", DATA).problems[-1], MbppPlusProblem)
 
 
 @needs_data
@@ -253,7 +255,8 @@ def test_candidate_cannot_touch_the_reference(sandbox):
     module the reference uses (math.pi, while answering right) does not change the plus group's expected outputs.
     (Were both in one process, the plus reference would compute with pi = 3 and this candidate would fail.)"""
     problem = _problem("import math\ndef f(x):\n    return round(math.pi * x, 6)\n", [[1]], [[2]])
-    patching = "import math\ndef f(x):\n    value = round(3.141592653589793 * x, 6)\n    math.pi = 3\n    return value\n"
+    patching = ("import math\ndef f(x):\n    value = round(3.141592653589793 * x, 6)\n"
+                "    math.pi = 3\n    return value\n")
     assert sandbox([problem.program(completion=patching, stage="plus")]) == ["passed"]
 
 
@@ -301,7 +304,7 @@ def test_decoded_inputs_have_evalplus_shapes(task):
     assert decoded("Mbpp/722")[0][0]["Cierra Vega"] == (6.2, 70)
 
 
-def test_program_contract(task=None):
+def test_program_contract():
     problem = _problem("def f(x):\n    return x\n", [[1]])
     with pytest.raises(ValueError, match="exactly one"):
         problem.program()

@@ -1,5 +1,10 @@
 """MBPP+ (EvalPlus v0.1.0 data, 399 tasks): differential testing against the canonical solution, scored the way
-the EvalPlus release behind Qwen2.5-Coder's published MBPP+ numbers (evalplus 0.2.1) scored it.
+the EvalPlus release behind Qwen2.5-Coder's published MBPP+ numbers scored it: PyPI evalplus 0.2.1 (April 2024),
+which Qwen's harness ran as `evalplus.evaluate --dataset mbpp` (qwencoder-eval/base/benchmarks/evalplus/
+generate.py) and whose result format, failing-input records and missing set-equality oracles the published
+eval_results.json (2024-09-24) shows. Read, not copied: evalplus 0.2.0 -> 0.2.1 (eval/__init__.py unsafe_execute,
+is_floats, untrusted_check; evaluate.py; data/mbpp.py mbpp_deserialize_inputs; gen/util trusted_exec) and
+evalplus/eval/utils.py (reliability_guard, time_limit, swallow_io).
 
 One program per sample and stage; the sandbox runs it and it passes iff it runs to its end. Inside it, for each
 input group ("base" = base_input, then "plus" = plus_input), in order:
@@ -22,7 +27,8 @@ input group ("base" = base_input, then "plus" = plus_input), in order:
    or a list/tuple holding only floats, the empty one included), atol becomes 1e-6 for this input and every later
    input of the group; where the exact test failed and atol != 0, `numpy.testing.assert_allclose(out, expected,
    atol=atol)` (rtol 1e-7, NaN equal to NaN, a scalar broadcast against a list) decides. So once atol is set, a
-   list equal in value to an expected tuple passes, as in evalplus. 16 tasks have atol 1e-4.
+   list equal in value to an expected tuple passes, as in evalplus. 16 tasks have atol 1e-4. numpy is imported
+   for that fallback only (evalplus had it loaded anyway).
 4. The first mismatch, exception or overrun fails the program with an AssertionError naming the input
    ("plus input 14: expected ..., got ..."); the plus group is not started after a base failure.
 
@@ -45,17 +51,19 @@ verdicts depend on them):
   - Expected outputs were computed by another interpreter (evalplus caches them to disk and loads them), whose
     string hash seed differs from the candidate's. Where the reference turns a set of strings into a tuple or
     list, its order is that interpreter's. Four tasks do so on some plus inputs: Mbpp/2, 249, 579, 769
-    (HASH_ORDER_TASKS, found by running every reference under PYTHONHASHSEED 0, 1 and 2 and comparing outputs).
+    (HASH_ORDER_TASKS, found by running every reference under PYTHONHASHSEED 0, 1 and 2 and comparing outputs;
+    no other reference's outputs differed).
     For them the reference runs in a fresh interpreter with another seed (1; 2 if the program's own is 1), so an
     output of another order is a mismatch, as it was for evalplus: their canonical solutions fail the plus stage
     (Mbpp/579 at plus input 14, exactly where the published result file records Qwen2.5-Coder's identical
-    `tuple(set(a) ^ set(b))` failing). Every other reference gives the same outputs under any seed.
+    `tuple(set(a) ^ set(b))` failing).
 
 Inputs are decoded as evalplus's `mbpp_deserialize_inputs` decodes them (JSON has no tuples, sets or complex
 numbers): see SHAPES.
 
     python -m pytest tests/test_evalplus.py
-    zhcoder eval mbpp-plus --samples ../shared/data/samples/qwen2.5-coder-1.5b-base/mbpp-generated.jsonl --out runs/mbpp-plus
+    zhcoder eval mbpp-plus --samples ../shared/data/samples/qwen2.5-coder-1.5b-base/mbpp-generated.jsonl \\
+        --out runs/mbpp-plus
 """
 
 from __future__ import annotations
@@ -157,7 +165,7 @@ def load_mbpp_plus(path: str | Path) -> Task:
             reference_elsewhere=row["task_id"] in HASH_ORDER_TASKS))
     # A program holds the reference's run (Mbpp/599's, the slowest: ~20 s here) and at most two groups of 62 CPU
     # seconds; the program itself ends slow candidates, so the sandbox's timeout is only a backstop.
-    return Task("mbpp-plus", problems, timeout_s=400.0, stages=STAGES,
+    return Task("mbpp-plus", problems, timeout_s=400.0, stages=STAGES, memory_mb=MEMORY_MB,
                 source=f"{path} @ sha256:{hashlib.sha256(raw).hexdigest()}")
 
 

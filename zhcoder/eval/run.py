@@ -64,7 +64,7 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
     task = load_task(task_name, data_dir)
     problems = task.problems[:limit] if limit else task.problems
     settings = settings or GenerationSettings()
-    limits = Limits(timeout_s=timeout_s or task.timeout_s)
+    limits = Limits(timeout_s=timeout_s or task.timeout_s, memory_mb=task.memory_mb)
     out = Path(out)
     source = {"samples": str(Path(samples).resolve())} if samples else {"subject": getattr(subject, "name", None)}
     request = {"task": task.name, **source, "limit": limit, "limits": limits.to_dict(),

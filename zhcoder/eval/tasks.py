@@ -86,6 +86,7 @@ class Task:
     timeout_s: float                           # per-program default, recorded with results
     stages: tuple[str, ...] = ("default",)     # headline = last
     source: str = ""                           # where the data came from: path or URL @ sha256
+    memory_mb: int = 2048                      # address-space limit per program (Limits.memory_mb)
 
 
 # ---------------------------------------------------------------------------------------------------------------
