@@ -328,6 +328,43 @@ def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, huma
         print(json.dumps(round_scores(summary), indent=2, ensure_ascii=False))
 
 
+tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
+data_app = typer.Typer(help="Build training data.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(data_app, name="data")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(files: list[Path] = typer.Argument(..., help="text files (or folders) to learn from"),
+                    vocab_size: int = typer.Option(..., "--vocab-size", help="learned tokens, before the special tokens"),
+                    out: Path = typer.Option(..., "--out", help="folder for tokenizer.json + tokenizer_config.json"),
+                    min_frequency: int = typer.Option(2, "--min-frequency")):
+    """Train a byte-level BPE with Qwen's pre-tokenizer and the ChatML / FIM / repo special tokens."""
+    from .tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(files, vocab_size, out, min_frequency=min_frequency)
+    print(json.dumps({"out": str(out), "vocab_size": tokenizer.vocab_size, **tokenizer.training_stats.to_dict()}))
+
+
+@data_app.command("sft")
+def data_sft(inputs: list[Path] = typer.Argument(..., help="JSONL files: OpenAI messages, Alpaca or ShareGPT rows"),
+             tokenizer: Path = typer.Option(..., "--tokenizer", help="folder with tokenizer.json (a model folder)"),
+             out: Path = typer.Option(..., "--out", help="output folder (train/ and validation/ token shards, stats.json)"),
+             template: Optional[str] = typer.Option(None, help="chat template (default: the tokenizer's)"),
+             max_tokens: int = typer.Option(4096, "--max-tokens", help="longer samples are dropped and counted"),
+             train_on: str = typer.Option("all", "--train-on", help="all assistant turns, or only the last"),
+             val_fraction: float = typer.Option(0.01, "--val-fraction"),
+             seed: int = typer.Option(0)):
+    """Render instruction data with the chat template; loss mask on assistant tokens only; packed shards."""
+    from .data.sft import build_sft
+
+    if train_on not in ("all", "last"):
+        raise UsageError("--train-on must be all or last")
+    stats = build_sft(list(map(str, inputs)), str(tokenizer), out, template=template, max_tokens=max_tokens,
+                      train_on=train_on, val_fraction=val_fraction, seed=seed, progress=True)
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
+
+
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError)
 
 

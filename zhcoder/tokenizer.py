@@ -5,21 +5,31 @@
 tokenizer.json (NFC, regex split + ByteLevel, BPE, ByteLevel decoder, added tokens 151643-151668).
 `Tokenizer` is a thin wrapper: encode/decode, raw token bytes for streaming, eos/pad/stop ids,
 chat template, and `save()` to a folder that `transformers.AutoTokenizer` loads with identical ids.
+`train_tokenizer()` learns a new byte-level BPE vocabulary of the same layout from text files.
 
     python -c "from zhcoder.tokenizer import Tokenizer; t = Tokenizer.qwen(); print(t.encode('你好，世界'))"
     pytest -q tests/test_tokenizer.py     # checks ids against tiktoken and transformers
+    pytest -q tests/test_tokenizer_train.py
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Iterator
 import struct
 import tempfile
+from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import tokenizers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -101,6 +111,17 @@ def qwen_tokenizer_json(ranks: dict[bytes, int] | None = None) -> str:
     def to_text(token: bytes) -> str:
         return "".join(alphabet[byte] for byte in token)
 
+    return _byte_level_bpe_json(
+        vocab={to_text(token): rank for token, rank in ranks.items()},
+        merges=[[to_text(left), to_text(right)] for left, right in merges_from_ranks(ranks)],
+        added_tokens=QWEN_ADDED_TOKENS,
+    )
+
+
+def _byte_level_bpe_json(vocab: dict[str, int], merges: list[list[str]],
+                         added_tokens: list[tuple[int, str, bool]]) -> str:
+    """A tokenizer.json in Qwen's layout (NFC, regex split + ByteLevel without regex, BPE,
+    ByteLevel decoder) for a byte-level `vocab`/`merges` and `(id, content, special)` added tokens."""
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     spec = {
         "version": "1.0",
@@ -109,7 +130,7 @@ def qwen_tokenizer_json(ranks: dict[bytes, int] | None = None) -> str:
         "added_tokens": [
             {"id": token_id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
              "normalized": False, "special": special}
-            for token_id, content, special in QWEN_ADDED_TOKENS
+            for token_id, content, special in added_tokens
         ],
         "normalizer": {"type": "NFC"},
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
@@ -121,8 +142,8 @@ def qwen_tokenizer_json(ranks: dict[bytes, int] | None = None) -> str:
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
             "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {to_text(token): rank for token, rank in ranks.items()},
-            "merges": [[to_text(left), to_text(right)] for left, right in merges_from_ranks(ranks)],
+            "vocab": vocab,
+            "merges": merges,
         },
     }
     return json.dumps(spec, ensure_ascii=False)
@@ -174,6 +195,7 @@ class Tokenizer:
         self.backend = backend
         self.eos_token, self.pad_token = eos_token, pad_token
         self.chat_template, self.model_max_length = chat_template, model_max_length
+        self.training_stats: TrainingStats | None = None  # set by train_tokenizer()
         for name, token in (("eos_token", eos_token), ("pad_token", pad_token)):
             if token is not None and backend.token_to_id(token) is None:
                 raise ValueError(f"{name} {token!r} is not in the vocabulary")
@@ -315,3 +337,199 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, eos={self.eos_token!r}, pad={self.pad_token!r})"
+
+
+# --- training a new vocabulary ---
+
+# The added tokens of a trained tokenizer, in this order at ids vocab_size, vocab_size + 1, ...:
+#   +0 <|endoftext|>  +1 <|im_start|>  +2 <|im_end|>  +3 <tool_call>  +4 </tool_call>  +5 <|fim_prefix|>
+#   +6 <|fim_middle|>  +7 <|fim_suffix|>  +8 <|fim_pad|>  +9 <|repo_name|>  +10 <|file_sep|>
+#   +11 <tool_response>  +12 </tool_response>  +13 <think>  +14 </think>
+# Qwen's order without its vision/object markers; `special` flags are Qwen's (only the first three).
+TRAINED_ADDED_TOKENS: list[tuple[str, bool]] = [
+    (content, next(special for _, name, special in QWEN_ADDED_TOKENS if name == content))
+    for content in (
+        "<|endoftext|> <|im_start|> <|im_end|> <tool_call> </tool_call> <|fim_prefix|> <|fim_middle|>"
+        " <|fim_suffix|> <|fim_pad|> <|repo_name|> <|file_sep|> <tool_response> </tool_response>"
+        " <think> </think>".split()
+    )
+]
+MIN_TRAINED_VOCAB_SIZE = 257  # the 256 byte tokens plus at least one merge
+_READ_BLOCK = 1 << 20  # bytes per read when streaming a file to the trainer
+_WHOLE_FILE_LIMIT = 16 << 20  # files up to this size are read once; larger ones are checked first, then streamed
+_LONGEST_UNCUT = 64 << 20  # characters held at most while looking for a safe place to cut a streamed file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingStats:
+    """What train_tokenizer() read: files used and skipped (by reason), bytes, the result's size."""
+    files_read: int = 0
+    files_skipped_binary: int = 0  # contain NUL bytes
+    files_skipped_undecodable: int = 0  # not UTF-8
+    files_skipped_unreadable: int = 0  # OSError while reading
+    bytes_read: int = 0
+    learned_vocab_size: int = 0
+    seconds: float = 0.0
+
+    @property
+    def files_skipped(self) -> int:
+        return self.files_skipped_binary + self.files_skipped_undecodable + self.files_skipped_unreadable
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "files_skipped": self.files_skipped}
+
+
+def _expand_training_files(files: Iterable[str | os.PathLike]) -> list[Path]:
+    """The files to read, in the order given; folders contribute their files, sorted, recursively."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    expanded = []
+    for item in files:
+        path = Path(item)
+        if path.is_dir():
+            expanded.extend(sorted(child for child in path.rglob("*") if child.is_file()))
+        elif path.exists():
+            expanded.append(path)
+        else:
+            raise ValueError(f"training file not found: {path}")
+    if not expanded:
+        raise ValueError("no training files given (or the folders given hold no files)")
+    return expanded
+
+
+def _check_utf8(path: Path) -> str | None:
+    """Stream a large file once: "binary", "undecodable" or None when it is clean UTF-8 text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as file:
+        while block := file.read(_READ_BLOCK):
+            if b"\0" in block:
+                return "binary"
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    return None
+
+
+_SAFE_CUT = re.compile(r"\n[^\S\r\n]*(?=\S)")
+
+
+def _safe_cut(text: str, start: int = 0) -> int:
+    """The last place at or after `start` where `text` can be cut without changing its pre-tokens,
+    or 0: just after a "\\n" whose following whitespace holds no other line break and is followed by
+    text. QWEN_PATTERN then ends a piece ("\\n" or "...\\n") exactly there, and the pattern has no
+    look-behind, so both halves split as the whole does (NFC cannot combine across "\\n" either)."""
+    position = text.rfind("\n", start)
+    while position >= 0 and not _SAFE_CUT.match(text, position):
+        position = text.rfind("\n", start, position)
+    return position + 1
+
+
+def _training_texts(paths: list[Path], stats: TrainingStats) -> Iterator[str]:
+    """Yield the UTF-8 text of `paths` (as bytes on disk: no newline translation), skipping and
+    counting binary, undecodable and unreadable files. Large files stream in ~1 MiB pieces cut
+    where no pre-token spans the cut (same counts as whole), so memory stays bounded."""
+    for path in paths:
+        try:
+            if path.stat().st_size <= _WHOLE_FILE_LIMIT:
+                data = path.read_bytes()
+                if b"\0" in data:
+                    stats.files_skipped_binary += 1
+                    continue
+                text = data.decode("utf-8")
+                stats.files_read += 1
+                stats.bytes_read += len(data)
+                if text:
+                    yield text
+                continue
+            problem = _check_utf8(path)
+            if problem is not None:
+                setattr(stats, f"files_skipped_{problem}", getattr(stats, f"files_skipped_{problem}") + 1)
+                continue
+            decoder, carry = codecs.getincrementaldecoder("utf-8")(), ""
+            with open(path, "rb") as file:
+                while block := file.read(_READ_BLOCK):
+                    stats.bytes_read += len(block)
+                    unseen = len(carry.rstrip())  # cuts before this were already found unsafe
+                    text = carry + decoder.decode(block)
+                    cut = _safe_cut(text, unseen)
+                    if not cut and len(text) > _LONGEST_UNCUT:  # e.g. one huge line: bound memory
+                        cut = len(text)  # at the cost of one pre-token split in two
+                    if cut:
+                        yield text[:cut]
+                    carry = text[cut:]
+                carry += decoder.decode(b"", final=True)
+            if carry:
+                yield carry
+            stats.files_read += 1
+        except UnicodeDecodeError:
+            stats.files_skipped_undecodable += 1
+        except OSError as error:
+            logger.warning("skipping unreadable training file %s: %s", path, error)
+            stats.files_skipped_unreadable += 1
+
+
+def train_tokenizer(files: list[str | os.PathLike], vocab_size: int, out_dir: str | os.PathLike,
+                    min_frequency: int = 2, show_progress: bool = True) -> Tokenizer:
+    """Learn a byte-level BPE vocabulary from text files and save it to `out_dir`.
+
+    The result has Qwen's layout (NFC, Qwen's pre-tokenizer regex, ByteLevel without regex, BPE,
+    ByteLevel decoder), so any text round-trips exactly. Ids 0..vocab_size-1 are the learned tokens
+    (the 256 single bytes first, then merges); the 15 added tokens of TRAINED_ADDED_TOKENS follow at
+    vocab_size, vocab_size + 1, ... in that fixed order. If the corpus runs out of pairs seen
+    `min_frequency` times before vocab_size tokens are learned, a warning is given and the added
+    tokens follow the smaller learned vocabulary. Writes tokenizer.json + tokenizer_config.json
+    (eos and pad <|endoftext|>) for `Tokenizer.from_dir` and `transformers.AutoTokenizer`.
+
+    `files`: files (and folders, read recursively in sorted order) of UTF-8 text; binary (NUL bytes),
+    non-UTF-8 and unreadable files are skipped and counted in the result's `training_stats`.
+    Training is deterministic: the same files and settings give the same tokenizer.json.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise ValueError(f"vocab_size must be an integer, got {vocab_size!r}")
+    if vocab_size < MIN_TRAINED_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_TRAINED_VOCAB_SIZE} (256 byte tokens plus merges; "
+                         f"the {len(TRAINED_ADDED_TOKENS)} added tokens come on top), got {vocab_size}")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
+        raise ValueError(f"min_frequency must be a non-negative integer, got {min_frequency!r}")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output path exists and is not a folder: {folder}")
+    paths = _expand_training_files(files)
+
+    started = time.perf_counter()
+    stats = TrainingStats()
+    learner = tokenizers.Tokenizer(models.BPE())
+    learner.normalizer = normalizers.NFC()
+    learner.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    learner.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+    )
+    learner.train_from_iterator(_training_texts(paths, stats), trainer=trainer)
+    if stats.files_read == 0:
+        raise ValueError(f"none of the {len(paths)} training files is UTF-8 text "
+                         f"({stats.files_skipped_binary} binary, {stats.files_skipped_undecodable} not UTF-8, "
+                         f"{stats.files_skipped_unreadable} unreadable)")
+
+    model = json.loads(learner.to_str())["model"]
+    vocab = dict(sorted(model["vocab"].items(), key=lambda item: item[1]))
+    if list(vocab.values()) != list(range(len(vocab))):
+        raise RuntimeError("the BPE trainer returned non-contiguous ids")  # not expected from `tokenizers`
+    if len(vocab) < vocab_size:
+        warnings.warn(f"the corpus yields only {len(vocab)} tokens seen at least {min_frequency} times "
+                      f"(asked for {vocab_size}); the added tokens start at id {len(vocab)}", stacklevel=2)
+    merges = [merge.split(" ", 1) if isinstance(merge, str) else list(merge) for merge in model["merges"]]
+    added = [(len(vocab) + offset, content, special) for offset, (content, special) in enumerate(TRAINED_ADDED_TOKENS)]
+    backend = tokenizers.Tokenizer.from_str(_byte_level_bpe_json(vocab, merges, added))
+    tokenizer = Tokenizer(backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save(folder)
+    stats.learned_vocab_size = len(vocab)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    tokenizer.training_stats = stats
+    logger.info("trained tokenizer: %s", stats.to_dict())
+    return tokenizer

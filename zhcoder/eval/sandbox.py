@@ -184,9 +184,15 @@ class _Host:
                 except OSError:
                     break
         self.interpreter_public = not self.reach
+        # /tmp is private in the sandbox: where the interpreter lives under it (a virtual environment in a checkout
+        # there), the top-level folder holding it is bound back, read-only, into each program's /tmp
+        needed = [os.path.abspath(p) for p in self.sys_path + [os.path.dirname(os.path.abspath(sys.executable)),
+                                                               sys.prefix, sys.base_prefix, sys.exec_prefix]]
+        self.tmp_binds = sorted({"/tmp/" + p.split("/")[2] for p in needed if p.startswith("/tmp/")})
         self.cgroup_base = self._find_cgroup_base()
         self.helper_source = (inspect.getsource(sandbox_helper._helper) + "\n_helper(" + repr(
-            {"reach": self.reach, "sys_path": self.sys_path, "tmp": tempfile.gettempdir(), "preload": _PRELOAD,
+            {"reach": self.reach, "tmp_binds": self.tmp_binds, "sys_path": self.sys_path,
+             "tmp": tempfile.gettempdir(), "preload": _PRELOAD,
              "warm_up": _WARM_UP,
              "namespaces": _USE_NAMESPACES, "cgroup_base": self.cgroup_base,
              "interpreter_public": self.interpreter_public}) + ")\n").encode()

@@ -165,11 +165,21 @@ def _helper(static):
                 "filesystem": "writable", "workdir": "host temp dir, removed afterwards", "process_limit": "none"}
     notes = []
 
+    def open_tmp_trees():  # O_PATH fds of the interpreter's trees under /tmp, in the current mount namespace
+        return [(target, os.open(target, os.O_PATH | os.O_CLOEXEC)) for target in static["tmp_binds"]]
+
+    def bind_tmp_trees(trees):  # back into the /tmp that now covers them (a bind source must be in this namespace)
+        for target, fd in trees:
+            os.makedirs(target, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            os.close(fd)
+
     def setup(status_write, go_read):
         check(libc.unshare(NEWUSER | NEWNS | NEWNET | NEWUTS | NEWPID), "unshare(user, mount, net, uts, pid)")
         reach_fds = []
         for ancestor, target in static["reach"]:  # opened while this process may still walk to them
             reach_fds.append((ancestor, target, os.open(target, os.O_PATH | os.O_CLOEXEC)))
+        tmp_trees = open_tmp_trees()
         os.write(status_write, b"U")
         if os.read(go_read, 1) != b"M":
             raise OSError("the uid map could not be written")
@@ -205,6 +215,7 @@ def _helper(static):
         # one tmpfs for the programs' /tmp and /dev/shm: each gets a fresh directory of it, bound in its own mount
         # namespace and removed after it (a tmpfs per program costs more than a HumanEval test)
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_size_mb}m,mode=755")
+        bind_tmp_trees(tmp_trees)
         features.update(user_namespace=True, pid_namespace=True, mount_namespace=True, network="namespace",
                         workdir="private tmpfs", process_limit="rlimit",
                         uid=f"unprivileged ({sandbox_uid})" if is_root else f"caller's ({MAPPED_UID})")
@@ -248,13 +259,16 @@ def _helper(static):
             null = os.open(os.devnull, os.O_RDWR)
             for source, target in ((null, 0), (out_write, 1), (err_write, 2), (result_write, 3)):
                 os.dup2(source, target)
-            os.closerange(4, max(4, os.sysconf("SC_OPEN_MAX")))
             proc = "host"
             if namespaced:
                 check(libc.unshare(NEWNS | NEWIPC), "unshare(mount, ipc)")
                 if os.path.isdir("/dev/shm"):
                     mount(f"{scratch}/shm", "/dev/shm", None, MS_BIND)
+                tmp_trees = open_tmp_trees()
                 mount(f"{scratch}/tmp", "/tmp", None, MS_BIND)
+                bind_tmp_trees(tmp_trees)
+            os.closerange(4, max(4, os.sysconf("SC_OPEN_MAX")))
+            if namespaced:
                 os.mkdir(workdir, 0o700)
                 try:
                     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
