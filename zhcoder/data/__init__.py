@@ -5,8 +5,10 @@ Modules:
                 `TokenDataset` (random access to documents), `PackedSequences` (seeded, resumable
                 fixed-length packing with per-document position ids and loss masks)
     sft.py      SFT data: chat JSONL (OpenAI messages, Alpaca, ShareGPT) -> chat template -> masked shards
-    (later)     build / filters: corpus building on datatrove (language id, filters, dedup, secrets,
-                decontamination, FIM, repo-level samples)
+    filters.py  language id by file name (pygments' lexer table), binary / encoding checks, StarCoder-style
+                code filters (line lengths, alphanumeric fraction, auto-generated, minified, size)
+    transforms.py  secrets and personal-data redaction; FIM (PSM / SPM) and repo-level samples
+    (later)     build: `zhcoder data build` on datatrove (the steps above, dedup, decontamination, stats)
 
     pytest -q tests/test_shards.py
 """
