@@ -8,7 +8,9 @@ Modules:
     filters.py  language id by file name (pygments' lexer table), binary / encoding checks, StarCoder-style
                 code filters (line lengths, alphanumeric fraction, auto-generated, minified, size)
     transforms.py  secrets and personal-data redaction; FIM (PSM / SPM) and repo-level samples
-    (later)     build: `zhcoder data build` on datatrove (the steps above, dedup, decontamination, stats)
+    dedup.py    exact (normalised sha256) and near-duplicate (MinHash LSH through datasketch) removal
+    decontaminate.py  13-word n-gram overlap with every evaluation set's prompts and solutions
+    (later)     build: `zhcoder data build` on datatrove, the steps above as pipeline steps, stats.json
 
     pytest -q tests/test_shards.py
 """
