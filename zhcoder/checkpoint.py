@@ -131,7 +131,7 @@ def save_model(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    config.torch_dtype = next(iter(state.values())).dtype.__str__().removeprefix("torch.")
+    config.torch_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     config.save(directory)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

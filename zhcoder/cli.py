@@ -150,8 +150,6 @@ def init(out_dir: Path = typer.Argument(..., help="folder to write"),
          dtype: str = typer.Option("bfloat16", help="float32, bfloat16 or float16"),
          seed: int = typer.Option(0)):
     """Write a random-weight checkpoint of a real shape, with the Qwen tokenizer and chat template."""
-    import torch
-
     from .chat import builtin_template
     from .checkpoint import resolve_dtype, save_model
     from .config import preset

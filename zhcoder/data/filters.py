@@ -47,7 +47,7 @@ import codecs
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pygments.lexers import get_lexer_for_filename
 from pygments.lexers._mapping import LEXERS
