@@ -363,6 +363,84 @@ def data_sft(inputs: list[Path] = typer.Argument(..., help="JSONL files: OpenAI 
     print(json.dumps(stats, indent=2, ensure_ascii=False))
 
 
+@data_app.command("build")
+def data_build(
+    sources: list[str] = typer.Argument(..., help="folders (git work trees: tracked files only), .jsonl or .parquet"),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="a folder with tokenizer.json, or 'qwen'"),
+    out: Path = typer.Option(..., "--out", help="output folder: train/, validation/, stats.json, removed.jsonl"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="local worker processes (default: all cores)"),
+    tasks: int = typer.Option(0, "--tasks", help="tasks per stage (0: 8, or one per 128 MiB of input)"),
+    executor: str = typer.Option("local", "--executor", help="local, slurm or ray"),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition (--executor slurm)"),
+    time_limit: str = typer.Option("04:00:00", "--time", help="Slurm time limit per task"),
+    env_command: Optional[str] = typer.Option(None, "--env-command",
+                                              help="Slurm: shell command that activates the environment"),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="Slurm / Ray CPUs per task"),
+    mem_per_cpu_gb: float = typer.Option(4, "--mem-per-cpu-gb", help="Slurm / Ray memory per CPU"),
+    fim_rate: float = typer.Option(0.5, "--fim-rate", help="fraction of files turned into FIM samples"),
+    spm_rate: float = typer.Option(0.5, "--spm-rate", help="fraction of FIM samples in SPM order (else PSM)"),
+    repo_level: bool = typer.Option(False, "--repo-level", help="repo-level samples instead of file-level FIM"),
+    repo_max_chars: int = typer.Option(131_072, "--repo-max-chars", help="most characters per repo-level sample"),
+    validation_fraction: float = typer.Option(0.005, "--validation-fraction"),
+    seed: int = typer.Option(0, "--seed"),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="exact + near-duplicate removal"),
+    near_threshold: float = typer.Option(0.85, "--near-threshold", help="MinHash Jaccard threshold"),
+    shingle_size: int = typer.Option(5, "--shingle-size", help="tokens per shingle"),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations"),
+    redact: bool = typer.Option(True, "--redact/--no-redact", help="replace secrets and personal data"),
+    decontaminate: bool = typer.Option(True, "--decontaminate/--no-decontaminate"),
+    decontaminate_n: int = typer.Option(13, "--decontaminate-n", help="n-gram length in words"),
+    decontaminate_tasks: Optional[str] = typer.Option(None, "--decontaminate-tasks",
+                                                      help="comma-separated eval sets (default: all)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the eval sets are"),
+    max_line_length: int = typer.Option(1000, "--max-line-length", help="0: off"),
+    max_mean_line_length: float = typer.Option(100.0, "--max-mean-line-length", help="0: off"),
+    min_alphanumeric_fraction: float = typer.Option(0.25, "--min-alphanumeric-fraction", help="0: off"),
+    min_chars: int = typer.Option(20, "--min-chars", help="non-whitespace characters; 0: off"),
+    max_bytes: int = typer.Option(1_000_000, "--max-bytes", help="0: off"),
+    max_lines: int = typer.Option(100_000, "--max-lines", help="0: off"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="records: text field (default text/content)"),
+    path_field: Optional[str] = typer.Option(None, "--path-field", help="records: file path field"),
+    repo_field: Optional[str] = typer.Option(None, "--repo-field", help="records: repository name field"),
+    language_field: Optional[str] = typer.Option(None, "--language-field", help="records: language field"),
+    restart: bool = typer.Option(False, "--restart", help="discard an earlier (partial) build in --out"),
+):
+    """Build pre-training token shards from code: language id, filters, secrets, decontamination, dedup, FIM."""
+    import dataclasses
+
+    from .data.build import BuildConfig, build, summary
+    from .data.filters import FilterConfig
+
+    filters = dataclasses.asdict(FilterConfig(
+        max_line_length=max_line_length or None, max_mean_line_length=max_mean_line_length or None,
+        min_alphanumeric_fraction=min_alphanumeric_fraction or None, min_chars=min_chars or None,
+        max_bytes=max_bytes or None, max_lines=max_lines or None))
+    config = BuildConfig(
+        sources=sources, tokenizer=tokenizer, out=str(out), tasks=tasks, filters=filters, redact=redact,
+        decontaminate=decontaminate, decontaminate_n=decontaminate_n,
+        decontaminate_tasks=tuple(t.strip() for t in decontaminate_tasks.split(",") if t.strip())
+        if decontaminate_tasks else None,
+        data_dir=str(data_dir) if data_dir else None, dedup=dedup, near_threshold=near_threshold,
+        shingle_size=shingle_size, num_perm=num_perm, fim_rate=fim_rate, spm_rate=spm_rate, repo_level=repo_level,
+        repo_max_chars=repo_max_chars, validation_fraction=validation_fraction, seed=seed, text_field=text_field,
+        path_field=path_field, repo_field=repo_field, language_field=language_field)
+    options: dict = {}
+    if executor == "slurm":
+        if not partition:
+            raise UsageError("--executor slurm needs --partition")
+        options = {"partition": partition, "time": time_limit, "cpus_per_task": cpus_per_task,
+                   "mem_per_cpu_gb": mem_per_cpu_gb, "env_command": env_command}
+    elif executor == "ray":
+        options = {"cpus_per_task": cpus_per_task, "mem_per_cpu_gb": mem_per_cpu_gb}
+    stats = build(config, workers=workers, executor=executor, restart=restart, executor_options=options)
+    if stats is None:
+        print(f"submitted; when the jobs finish, {out}/stats.json and {out}/train/index.json are written "
+              f"(logs: {out}/work/logs/<stage>/)")
+        return
+    print(summary(stats))
+    print(f"wrote {out}/train, {out}/validation, {out}/stats.json, {out}/removed.jsonl")
+
+
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError)
 
 

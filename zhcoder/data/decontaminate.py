@@ -1,7 +1,7 @@
 """Benchmark decontamination: drop training files that share a long n-gram with an evaluation problem.
 
-Recipe (issue 4, point 6; the same idea as StarCoder's and Qwen2.5-Coder's decontamination): every prompt,
-chat instruction and canonical solution of the evaluation sets is cut into word n-grams (default n = 13, as in
+Recipe (issue 4, point 6; the same idea as StarCoder's and Qwen2.5-Coder's decontamination): every prompt and
+canonical solution of the evaluation sets is cut into word n-grams (default n = 13, as in
 GPT-3's and Qwen2.5-Coder's decontamination); a training file is contaminated when any of its n-grams is one of
 those. Usage:
 
@@ -44,7 +44,10 @@ __all__ = ["DEFAULT_N", "DEFAULT_TASKS", "tokenize", "ngrams", "iter_ngrams", "D
 DEFAULT_N = 13
 DEFAULT_TASKS = ("humaneval", "mbpp", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh", "leetcode", "leetcode-zh",
                  "mbpp-plus")
-FIELDS = ("prompt", "instruction", "canonical_solution")
+# Not `instruction`: zhcoder writes most chat instructions from the prompt plus its own request sentence ("Please
+# provide a self-contained Python script ..."), which would flag any file quoting that sentence (zhcoder's own
+# eval code among them) while adding no benchmark text the prompt does not already hold.
+FIELDS = ("prompt", "canonical_solution")
 
 _CJK = (r"\u3040-\u30ff"            # hiragana, katakana
         r"\u3400-\u4dbf"            # CJK extension A
@@ -111,7 +114,7 @@ class Decontaminator:
     @classmethod
     def from_tasks(cls, names: Iterable[str] = DEFAULT_TASKS, data_dir: str | Path | None = None,
                    n: int = DEFAULT_N) -> "Decontaminator":
-        """Index every prompt, instruction and canonical solution (where not None) of the tasks `names`
+        """Index every prompt and canonical solution (where not None) of the tasks `names`
         (loaded with `zhcoder.eval.tasks.load_task(name, data_dir)`; raises `DataUnavailable` without the data)."""
         from zhcoder.eval.tasks import load_task
 

@@ -162,6 +162,14 @@ class NearDedup:
         m.update_batch([s.encode("utf-8", "surrogatepass") for s in sorted(sh)])
         return m
 
+    def minhash_from(self, hashvalues):
+        """The MinHash whose signature is `hashvalues` (as `minhash(text).hashvalues` gave, in any process)."""
+        from datasketch import MinHash
+
+        scheme = getattr(MinHash(num_perm=self.num_perm, seed=self.seed), "scheme", None)
+        extra = {"scheme": scheme} if scheme else {}
+        return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=hashvalues, **extra)
+
     def query(self, text: str, minhash=None) -> tuple[str, float] | None:
         """(key, Jaccard estimate) of the best kept near-duplicate of `text`, or None; does not add `text`."""
         m = self.minhash(text) if minhash is None else minhash
@@ -182,11 +190,19 @@ class NearDedup:
         m = self.minhash(text)
         if m is None:
             return None
-        hit = self.query(text, minhash=m)
+        hit = self.add_minhash(key, m)
+        return None if hit is None else hit[0]
+
+    def add_minhash(self, key: str, minhash) -> tuple[str, float] | None:
+        """`add` for a signature computed elsewhere (same num_perm and seed, e.g. in another process by
+        `minhash()`): (key, Jaccard estimate) of the kept near-duplicate, or None after keeping it as `key`."""
+        if key in self._kept:
+            raise ValueError(f"key already added: {key!r}")
+        hit = self.query("", minhash=minhash)
         if hit is not None:
-            return hit[0]
-        self._kept[key] = (len(self._kept), m)
-        self._lsh.insert(key, m)
+            return hit
+        self._kept[key] = (len(self._kept), minhash)
+        self._lsh.insert(key, minhash)
         return None
 
     def __len__(self) -> int:

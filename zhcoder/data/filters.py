@@ -26,7 +26,8 @@ Filter defaults (`FilterConfig`), with their sources:
   min_alphanumeric_fraction = 0.25  same sources (alpha_num_threshold=0.25); Python's str.isalnum, so Chinese
                                   characters count as alphanumeric
   max_bytes = 1_000_000           The Stack v1 (Kocetkov et al. 2022) and Codex keep files under 1 MB
-  max_lines = 100_000             StarCoder (Li et al. 2023, sec. 3): files with more than 100k lines removed
+  max_lines = 100_000             zhcoder's choice, a guard for line-per-record dumps (no published value found;
+                                  at normal line lengths the 1 MB limit fires first)
   min_chars = 20                  zhcoder's choice (no published value): fewer than 20 non-whitespace characters
                                   carry no code worth training on
   auto_generated_markers, first 5 lines   keyword search in the file header as in codeparrot/github-code-clean
