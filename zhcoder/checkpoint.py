@@ -85,6 +85,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", devic
     with torch.device("meta"):
         model = QwenForCausalLM(config)
     expected = {name: p for name, p in model.named_parameters(remove_duplicate=False)}
+    expected.update((name, b) for name, b in model.named_buffers() if name in model.state_dict(keep_vars=True))
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(directory):
         try:
@@ -98,7 +99,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", devic
                             f"shape mismatch for {name}: checkpoint has {tuple(tensor.shape)}, "
                             f"config.json implies {tuple(expected[name].shape)}"
                         )
-                    state[name] = tensor.to(torch_dtype)
+                    state[name] = tensor.to(torch_dtype) if tensor.is_floating_point() else tensor
         except SafetensorError as e:
             raise CheckpointError(f"{file} is not a readable safetensors file ({e})") from None
         except OSError as e:
@@ -123,12 +124,14 @@ def save_model(
     tokenizer=None,
     chat_template: str | None = None,
     max_shard_bytes: int = 5 * 2**30,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a HF checkpoint folder transformers loads: config.json, safetensors (sharded past max_shard_bytes)."""
+    """Write a HF checkpoint folder transformers loads: config.json, safetensors (sharded past max_shard_bytes).
+    `state_dict` replaces the model's own (e.g. the full state gathered from an FSDP-sharded model)."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     config.torch_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")

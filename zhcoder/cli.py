@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from . import ZhcoderError
+
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
     help="zhcoder: a self-hosted Qwen3-Coder-style code model stack.",
@@ -441,7 +443,80 @@ def data_build(
     print(f"wrote {out}/train, {out}/validation, {out}/stats.json, {out}/removed.jsonl")
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError)
+train_app = typer.Typer(help="Train: continued pre-training and SFT, full or LoRA.", no_args_is_help=True)
+lora_app = typer.Typer(help="LoRA adapters.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(lora_app, name="lora")
+
+
+def _train(stage: str, **flags) -> None:
+    from .train.loop import TrainConfig, load_toml, train
+
+    config_file, resume, resume_from, layers = (flags.pop(k) for k in ("config", "resume", "resume_from", "layers"))
+    settings = {"stage": stage, **(load_toml(config_file) if config_file else {})}
+    settings.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
+    if layers is not None:
+        settings.setdefault("model_overrides", {})["num_hidden_layers"] = layers
+    metrics = train(TrainConfig(**settings), resume=str(resume_from) if resume_from else resume)
+    print(json.dumps(metrics))
+
+
+def _train_command(stage: str):
+    def command(
+        data: Optional[Path] = typer.Option(None, "--data", help="a `data build` / `data sft` output folder"),
+        out: Optional[Path] = typer.Option(None, "--out", help="the run folder"),
+        model: Optional[Path] = typer.Option(None, "--model", help="HF checkpoint to start from"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="or a published shape, random weights"),
+        layers: Optional[int] = typer.Option(None, "--layers", help="override num_hidden_layers of --preset"),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="default: the model's, else qwen"),
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (flags win)"),
+        steps: Optional[int] = typer.Option(None, "--steps"),
+        seq_len: Optional[int] = typer.Option(None, "--seq-len"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="sequences per micro-batch per process"),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum"),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+        grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 or fp32"),
+        gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+        compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        save_every: Optional[int] = typer.Option(None, "--save-every"),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every"),
+        log_every: Optional[int] = typer.Option(None, "--log-every"),
+        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="train a LoRA adapter (PEFT)"),
+        lora_r: Optional[int] = typer.Option(None, "--lora-r"),
+        lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
+        lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
+        code_aware_attention: Optional[bool] = typer.Option(None, "--code-aware-attention/--plain-attention"),
+        peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="for MFU on unlisted devices"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest checkpoint"),
+        resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="continue from this checkpoint"),
+    ):
+        flags = {k: v for k, v in locals().items() if k != "stage"}       # locals() holds the closure's `stage`
+        _train(stage, **flags)
+    return command
+
+
+train_app.command("pretrain", help="Continued pre-training (or from scratch with --preset) on `data build` shards.")(
+    _train_command("pretrain"))
+train_app.command("sft", help="Supervised fine-tuning on `data sft` shards (loss on assistant tokens only).")(
+    _train_command("sft"))
+
+
+@lora_app.command("merge")
+def lora_merge(base: Path = typer.Argument(..., help="the base HF checkpoint"),
+               adapter: Path = typer.Argument(..., help="a PEFT adapter folder"),
+               out: Path = typer.Argument(..., help="where to write the merged checkpoint"),
+               dtype: str = typer.Option("auto", help="auto (the base's), float32, bfloat16 or float16")):
+    """Merge a LoRA adapter into its base: a plain HF checkpoint zhcoder and transformers load."""
+    from .train.lora import merge
+
+    print(merge(base, adapter, out, dtype=dtype))
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, ZhcoderError)
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "qwen3_moe")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# The token classes of the code-aware attention bias, in id order (zhcoder/code_bias.py assigns them).
+CODE_CLASSES = ("other", "newline_indent", "bracket", "separator", "cjk_punctuation")
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ class ModelConfig:
     norm_topk_prob: bool = True
     decoder_sparse_step: int = 1
     mlp_only_layers: list[int] = field(default_factory=list)
+    # zhcoder's code-aware attention bias (zhcoder/code_bias.py); False for every plain Qwen checkpoint
+    code_aware_attention: bool = False
     # token ids and storage dtype, kept for round trips
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -153,6 +157,8 @@ class ModelConfig:
         }
         if self.model_type != "qwen2":
             d["attention_bias"] = self.attention_bias
+        if self.code_aware_attention:
+            d["code_aware_attention"] = True
         if self.model_type == "qwen3_moe":
             d.update(
                 num_experts=self.num_experts,
@@ -190,6 +196,8 @@ class ModelConfig:
             attention += q + 2 * kv
         if self.qk_norm:
             attention += 2 * hd
+        if self.code_aware_attention:
+            attention += self.num_attention_heads * len(CODE_CLASSES)
         dense_mlp = 3 * h * self.intermediate_size
         experts = self.num_experts_per_tok if active else self.num_experts
         moe_mlp = h * self.num_experts + experts * 3 * h * self.moe_intermediate_size

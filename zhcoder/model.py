@@ -11,13 +11,20 @@ References: Qwen2/Qwen3 technical reports; transformers' modeling_qwen2/qwen3/qw
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
-from .config import ModelConfig
+from .config import CODE_CLASSES, ModelConfig
+
+try:                                          # FlexAttention: the GPU path for packed (document-masked) training
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:                           # pragma: no cover - torch < 2.5
+    BlockMask = create_block_mask = flex_attention = None
 
 
 class RMSNorm(nn.Module):
@@ -91,13 +98,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+@functools.cache
+def _compiled_flex_attention():
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _class_bias(bias: torch.Tensor, key_classes: torch.Tensor):
+    """FlexAttention score_mod adding bias[head, class of the key]."""
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + bias[h, key_classes[b, kv_idx]]
+    return score_mod
+
+
 class KVCache:
-    """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each."""
+    """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each; with the
+    code-aware bias also the token class of every cached key, (batch, max_len)."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.key_classes = torch.zeros(batch_size, max_len, dtype=torch.long, device=device) \
+            if config.code_aware_attention else None
         self.max_len = max_len
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +143,19 @@ class Attention(nn.Module):
         if config.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        if config.code_aware_attention:      # one bias per head and key class, zero: starts as plain Qwen
+            self.code_bias = nn.Parameter(torch.zeros(config.num_attention_heads, len(CODE_CLASSES)))
 
-    def forward(self, x, cos, sin, mask=None, kv_cache: KVCache | None = None, start_pos: int = 0):
+    def _code_bias_mask(self, mask, key_classes, T: int, S: int, dtype) -> torch.Tensor:
+        """The additive float mask (B, H, T, S) of SDPA: the class bias of each key where attending is allowed
+        (`mask`, or causal aligned to the end of the keys), -inf elsewhere."""
+        bias = self.code_bias.to(dtype)[:, key_classes].permute(1, 0, 2)[:, :, None, :]       # (B, H, 1, S)
+        if mask is None:
+            mask = torch.ones(T, S, dtype=torch.bool, device=bias.device).tril(S - T)
+        return bias.masked_fill(~mask, float("-inf"))
+
+    def forward(self, x, cos, sin, mask=None, kv_cache: KVCache | None = None, start_pos: int = 0,
+                key_classes: torch.Tensor | None = None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -135,13 +168,19 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, start_pos, k, v)
+        gqa = self.num_heads != self.num_kv_heads
+        if BlockMask is not None and isinstance(mask, BlockMask):
+            score_mod = None if key_classes is None else _class_bias(self.code_bias.to(q.dtype), key_classes)
+            attend = _compiled_flex_attention() if q.is_cuda else flex_attention   # eager flex is unfused
+            y = attend(q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa)
+            return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        if key_classes is not None:
+            mask = self._code_bias_mask(mask, key_classes, T, k.shape[2], q.dtype)
         # no mask: plain causal when queries and keys start together; a lone query sees every cached key
         is_causal = mask is None and T > 1
         if is_causal and k.shape[2] != T:
             raise ValueError("a multi-token step after the first needs an explicit mask")
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.num_heads != self.num_kv_heads
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -195,8 +234,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask=None, kv_cache=None, start_pos=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, start_pos)
+    def forward(self, x, cos, sin, mask=None, kv_cache=None, start_pos=0, key_classes=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, start_pos, key_classes)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -209,6 +248,8 @@ class QwenModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
+        if config.code_aware_attention:      # token id -> class (zhcoder.code_bias.token_classes); saved with it
+            self.register_buffer("code_token_class", torch.zeros(config.vocab_size, dtype=torch.uint8))
 
 
 class QwenForCausalLM(nn.Module):
@@ -221,6 +262,7 @@ class QwenForCausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.gradient_checkpointing = False   # recompute each decoder layer in backward (training only)
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -234,14 +276,22 @@ class QwenForCausalLM(nn.Module):
         kv_cache: KVCache | None = None,
         start_pos: int = 0,
         last_only: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, vocab), or (B, 1, vocab) with `last_only`.
+        """input_ids (B, T) -> logits (B, T, vocab), or (B, 1, vocab) with `last_only`; with `labels` (B, T), the
+        training loss instead: the fp32 SUM of cross-entropy over the positions whose label is not -100 (labels
+        already shifted: labels[t] is the target of position t), computed in chunks so that the (tokens x vocab)
+        logits are never all alive at once (the caller divides by its token count).
 
         position_ids: (B, T), default start_pos..start_pos+T-1. attention_mask: optional boolean
-        (B, 1, T, keys) mask, True where a query may attend (needed for padded batches); without it attention
-        is causal. kv_cache/start_pos: write this step's keys and values at start_pos and attend to all before.
+        (B, 1, T, keys) mask, True where a query may attend (needed for padded batches and packed documents,
+        see `document_causal_mask`), or a FlexAttention BlockMask (`document_block_mask`, GPU training);
+        without it attention is causal. kv_cache/start_pos: write this step's keys and values at start_pos and attend to all before.
         """
-        return self.lm_head(self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, start_pos, last_only))
+        hidden = self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, start_pos, last_only)
+        if labels is None:
+            return self.lm_head(hidden)
+        return chunked_cross_entropy(hidden, self.lm_head.weight, labels)
 
     def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,
                       last_only=False) -> torch.Tensor:
@@ -251,11 +301,71 @@ class QwenForCausalLM(nn.Module):
             position_ids = torch.arange(start_pos, start_pos + T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, x.dtype)
+        key_classes = None
+        if self.config.code_aware_attention:
+            key_classes = self.model.code_token_class[input_ids].long()
+            if kv_cache is not None:
+                kv_cache.key_classes[:, start_pos:start_pos + T] = key_classes
+                key_classes = kv_cache.key_classes[:, :start_pos + T]
         for layer in self.model.layers:
-            x = layer(x, cos, sin, attention_mask, kv_cache, start_pos)
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, kv_cache, start_pos,
+                                                      key_classes, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, attention_mask, kv_cache, start_pos, key_classes)
         if last_only:
             x = x[:, -1:]
         return self.model.norm(x)
+
+
+LOSS_CHUNK_BYTES = 2**27      # fp32 logits alive at once in the chunked loss: 128 MiB (~880 tokens at 152K vocab)
+
+
+def _cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = F.linear(hidden, weight).float()
+    return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                          chunk: int | None = None) -> torch.Tensor:
+    """Sum of token cross-entropies of `hidden @ weight.T` against `labels` (-100 = ignore), `chunk` tokens at a
+    time (default: LOSS_CHUNK_BYTES of fp32 logits); in training each chunk's logits are recomputed in backward
+    instead of being kept."""
+    chunk = chunk or max(64, LOSS_CHUNK_BYTES // (4 * weight.shape[0]))
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, labels.numel(), chunk):
+        h, y = hidden[start:start + chunk], labels[start:start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            total = total + torch.utils.checkpoint.checkpoint(_cross_entropy_sum, h, weight, y, use_reentrant=False)
+        else:
+            total = total + _cross_entropy_sum(h, weight, y)
+    return total
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment number of every position of a packed sequence: a segment starts where position_ids is 0."""
+    return (position_ids == 0).cumsum(-1)
+
+
+def document_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, 1, T, T) SDPA mask of a packed sequence: causal, and each document attends only to itself."""
+    doc = document_ids(position_ids)
+    T = doc.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
+def document_block_mask(position_ids: torch.Tensor):
+    """The FlexAttention BlockMask of `document_causal_mask` (GPU training: nothing of size T x T is built)."""
+    doc = document_ids(position_ids)
+    B, T = doc.shape
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (doc[b, q_idx] == doc[b, kv_idx]) & (kv_idx <= q_idx)
+
+    return create_block_mask(mask_mod, B, None, T, T, device=doc.device)
 
 
 def init_weights(model: QwenForCausalLM, std: float = 0.02, seed: int | None = None) -> None:
@@ -265,7 +375,7 @@ def init_weights(model: QwenForCausalLM, std: float = 0.02, seed: int | None = N
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
-            elif name.endswith(".bias"):
+            elif name.endswith(".bias") or name.endswith("code_bias"):
                 p.zero_()
             else:
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std).to(p.dtype))

@@ -62,6 +62,7 @@ from typing import Any, Iterable
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
+from zhcoder import ZhcoderError
 from zhcoder.data.filters import FilterConfig
 from zhcoder.data.steps import (CodeFilters, Decontaminate, DedupIndex, FileReader, LanguageId, Merge,
                                 RecordAdapter, Redact, Signatures, SPLITS, Source, Tokenize, _write_atomic)
@@ -201,8 +202,8 @@ def write_manifest(sources: list[Source], path: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------- driver
 
 
-def _config_key(config: BuildConfig) -> dict:
-    return dataclasses.asdict(config)
+class BuildError(ZhcoderError):
+    """A stage failed; the message names it and its log folder."""
 
 
 def prepare(config: BuildConfig, restart: bool = False) -> dict:
@@ -217,11 +218,11 @@ def prepare(config: BuildConfig, restart: bool = False) -> dict:
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("stats.json", "removed.jsonl"):
             (out / name).unlink(missing_ok=True)
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))        # as saved: tuples become lists
     if saved.exists():
         previous = json.loads(saved.read_text(encoding="utf-8"))
-        if previous != json.loads(json.dumps(_config_key(config))):
-            changed = sorted(k for k in set(previous) | set(_config_key(config))
-                             if previous.get(k) != json.loads(json.dumps(_config_key(config))).get(k))
+        if previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise ValueError(f"{out} holds a build with other settings ({', '.join(changed)}); "
                              "use the same command to resume it, --restart to start over, or another --out")
         plan = json.loads((work / "plan.json").read_text(encoding="utf-8"))
@@ -237,7 +238,7 @@ def prepare(config: BuildConfig, restart: bool = False) -> dict:
     plan = {"tasks": tasks, "files": files, "bytes": size, "sources": [dataclasses.asdict(s) for s in sources],
             "record_files": sum(s.kind != "files" for s in sources)}
     _write_atomic(work / "plan.json", json.dumps(plan, indent=1, ensure_ascii=False))
-    _write_atomic(saved, json.dumps(_config_key(config), indent=1, ensure_ascii=False))   # last: marks a valid plan
+    _write_atomic(saved, json.dumps(settings, indent=1, ensure_ascii=False))   # last: marks a valid plan
     return plan
 
 
@@ -297,16 +298,18 @@ def executors(config: BuildConfig, plan: dict, executor: str = "local", workers:
         common = {"pipeline": pipeline, "tasks": tasks, "logging_dir": str(logs / stage), "depends": previous}
         if executor == "local":
             made = QuietLocalExecutor(**common, workers=min(workers or os.cpu_count() or 1, tasks),
-                                           start_method="forkserver")
+                                      start_method="forkserver")
         elif executor == "slurm":
             from datatrove.executor import SlurmPipelineExecutor
 
             made = SlurmPipelineExecutor(**common, job_name=f"zhcoder-{stage}", **(options or {}))
         elif executor == "ray":
-            try:
-                from datatrove.executor.ray import RayPipelineExecutor
-            except ImportError as error:             # pragma: no cover - depends on the machine
-                raise ValueError(f"--executor ray needs ray: pip install 'ray[default]' ({error})") from error
+            import importlib.util
+
+            from datatrove.executor.ray import RayPipelineExecutor
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("--executor ray needs ray: pip install 'zhcoder[ray]'")
             made = RayPipelineExecutor(**common, **(options or {}))
         else:
             raise ValueError(f"--executor must be local, slurm or ray, got {executor!r}")
@@ -338,7 +341,7 @@ def _run_with_progress(stage: str, executor, tasks: int, bar) -> None:
             break
         thread.join(0.2)
     if errors:
-        raise RuntimeError(f"stage {stage} failed: {errors[0]} (logs in {Path(executor.logging_dir.path, 'logs')}); "
+        raise BuildError(f"stage {stage} failed: {errors[0]} (logs in {Path(executor.logging_dir.path, 'logs')}); "
                            "run the same command again to resume") from errors[0]
 
 

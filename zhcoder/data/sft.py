@@ -275,7 +275,7 @@ def _split_of(tokens: list[int], seed: int, val_fraction: float) -> str:
 def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | Tokenizer, out_dir: str | os.PathLike,
               *, template: str | None = None, max_tokens: int = 4096, train_on: str = "all",
               val_fraction: float = 0.01, seed: int = 0, progress: bool = False) -> dict:
-    """Turn chat JSONL files into masked token shards in `out_dir/{train,val}`; returns the stats (also written to
+    """Turn chat JSONL files into masked token shards in `out_dir/{train,validation}`; returns the stats (also written to
     `out_dir/stats.json`). `tokenizer` is a folder with tokenizer.json or a `Tokenizer`; `template` a built-in name
     or Jinja source (default: the tokenizer's chat template, else "qwen3")."""
     from zhcoder.data.shards import ShardWriter

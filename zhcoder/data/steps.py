@@ -346,7 +346,7 @@ class DedupIndex(PipelineStep):
         out = folder / "removed.jsonl"
         near = NearDedup(threshold=self.threshold, num_perm=self.num_perm, shingle_size=self.shingle_size)
         first_of_hash: dict[bytes, str] = {}
-        with open(str(out) + ".tmp", "w", encoding="utf-8") as removed:
+        with self.track_time("task"), open(str(out) + ".tmp", "w", encoding="utf-8") as removed:
             for task in range(self.tasks if self.enabled else 0):
                 ids_file = Path(self.work, "signatures", f"{task:05d}.jsonl")
                 signatures = np.fromfile(ids_file.with_suffix(".bin"), dtype=np.uint64).reshape(-1, self.num_perm)
