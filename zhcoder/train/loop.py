@@ -530,7 +530,12 @@ class Trainer:
                      f"{tokens_per_step:,} tokens per step, steps {self.step + 1}..{config.steps}")
         while self.step < config.steps:
             start = time.perf_counter()
-            record = self.train_step()
+            try:
+                record = self.train_step()
+            except (torch.OutOfMemoryError, MemoryError) as error:
+                raise TrainError(f"out of memory at --batch-size {config.batch_size} x --seq-len {config.seq_len} "
+                                 f"({type(error).__name__}): lower --batch-size (raise --grad-accum to keep the "
+                                 "tokens per step) or --seq-len, or add --gradient-checkpointing or --lora") from None
             if record is None:
                 self.console("the training data ran out")
                 break

@@ -1,0 +1,90 @@
+"""LoRA through PEFT: zhcoder's adapters load in transformers + peft, theirs load in zhcoder, merging is exact."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zhcoder.checkpoint import load_model, save_model
+from zhcoder.config import ModelConfig
+from zhcoder.model import QwenForCausalLM, init_weights
+from zhcoder.tokenizer import Tokenizer
+from zhcoder.train.lora import DEFAULT_TARGETS, load_adapter
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+def zhcoder(*args):
+    result = subprocess.run([sys.executable, "-m", "zhcoder.cli", *map(str, args)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny random Qwen2 base (q/k/v biases) and a LoRA adapter trained on it by `zhcoder train sft --lora`."""
+    root = tmp_path_factory.mktemp("lora")
+    config = ModelConfig(model_type="qwen2", vocab_size=151936, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                         tie_word_embeddings=True, torch_dtype="float32")
+    model = QwenForCausalLM(config)
+    init_weights(model, std=0.05, seed=0)
+    save_model(model, root / "base", tokenizer=Tokenizer.qwen())
+    rows = [{"instruction": f"把 {i} 乘以二", "output": f"print({i} * 2)"} for i in range(8)]
+    (root / "chat.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    zhcoder("data", "sft", root / "chat.jsonl", "--tokenizer", root / "base", "--out", root / "data", "--template",
+            "qwen2.5", "--val-fraction", "0")
+    zhcoder("train", "sft", "--model", root / "base", "--data", root / "data", "--out", root / "run", "--lora",
+            "--lora-r", "4", "--lora-alpha", "8", "--steps", "4", "--lr", "2e-2", "--warmup-steps", "1",
+            "--seq-len", "128", "--batch-size", "2", "--save-every", "4")
+    return root
+
+
+IDS = torch.tensor([[151644, 872, 198, 100431, 220, 16, 220, 105256, 99380, 151645, 198, 151644, 77091, 198]])
+
+
+def hf_logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def test_zhcoder_adapter_loads_in_transformers_and_peft(trained):
+    adapter = trained / "run" / "final"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8 and set(config["target_modules"]) == set(DEFAULT_TARGETS)
+    ours = load_adapter(load_model(trained / "base", dtype="float32"), adapter).eval()
+    base = transformers.AutoModelForCausalLM.from_pretrained(trained / "base", dtype=torch.float32)
+    plain = hf_logits(base)
+    theirs = peft.PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        mine = ours(IDS)
+    torch.testing.assert_close(mine, hf_logits(theirs), atol=1e-5, rtol=1e-4)
+    assert (mine - plain).abs().max() > 1e-3                      # the trained adapter changes the model
+
+
+def test_transformers_peft_adapter_loads_in_zhcoder(trained, tmp_path):
+    base = transformers.AutoModelForCausalLM.from_pretrained(trained / "base", dtype=torch.float32)
+    lora = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                           init_lora_weights=False)                 # random A and B: a non-trivial adapter
+    torch.manual_seed(0)
+    theirs = peft.get_peft_model(base, lora).eval()
+    theirs.save_pretrained(tmp_path / "hf-adapter")
+    ours = load_adapter(load_model(trained / "base", dtype="float32"), tmp_path / "hf-adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(IDS), hf_logits(theirs), atol=1e-5, rtol=1e-4)
+
+
+def test_merged_checkpoint_gives_the_adapter_on_logits(trained):
+    zhcoder("lora", "merge", trained / "base", trained / "run" / "final", trained / "merged", "--dtype", "float32")
+    ours = load_adapter(load_model(trained / "base", dtype="float32"), trained / "run" / "final").eval()
+    merged = load_model(trained / "merged", dtype="float32")
+    with torch.no_grad():
+        expected = ours(IDS)
+        torch.testing.assert_close(merged(IDS), expected, atol=1e-5, rtol=1e-4)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(trained / "merged", dtype=torch.float32)
+    torch.testing.assert_close(hf_logits(hf), expected, atol=1e-5, rtol=1e-4)
+    assert not list(trained.joinpath("merged").glob("adapter_*"))
