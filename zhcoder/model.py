@@ -6,7 +6,12 @@ block -> residual. Module and parameter names are exactly Hugging Face's (`model
 `model.layers.0.mlp.experts.3.up_proj.weight`, ...), so a checkpoint's state dict loads with no mapping table.
 References: Qwen2/Qwen3 technical reports; transformers' modeling_qwen2/qwen3/qwen3_moe (the parity peer).
 
-    python -m pytest tests/test_model.py     # logits and greedy parity against transformers
+Training additions: packed sequences attend per document (`document_causal_mask` for SDPA, `document_block_mask`
+for FlexAttention, compiled on GPU); `forward(..., labels=...)` returns the summed cross-entropy computed in
+chunks with in-pass gradients (`chunked_cross_entropy`); `gradient_checkpointing` recomputes each layer in
+backward; the optional code-aware attention bias (zhcoder/code_bias.py) adds a learned per-head bias per key class.
+
+    python -m pytest tests/test_model.py tests/test_attention.py
 """
 
 from __future__ import annotations
@@ -326,21 +331,61 @@ def _cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch
     return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Sum of cross-entropies of `hidden @ weight.T`, chunk by chunk, with the gradients computed in the same pass
+    (softmax - one-hot, times weight and times hidden) and kept for backward: three matrix products per chunk like
+    the plain loss, but no chunk's logits outlive it (the fused linear cross-entropy of Liger-Kernel, in torch)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        h, w = hidden.to(dtype), weight.to(dtype)
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, labels.numel(), chunk):
+            y = labels[start:start + chunk]
+            valid = y != -100
+            target = y.clamp(min=0)
+            log_p = torch.log_softmax(F.linear(h[start:start + chunk], w).float(), dim=-1)
+            total -= (log_p.gather(1, target[:, None])[:, 0] * valid).sum()
+            grad = log_p.exp_()                                                        # softmax, in place
+            grad[torch.arange(y.numel(), device=y.device), target] -= 1.0
+            grad = grad.mul_(valid[:, None]).to(dtype)
+            if need_hidden:
+                torch.mm(grad, w, out=grad_hidden[start:start + chunk]) if grad_hidden.dtype == dtype else \
+                    grad_hidden[start:start + chunk].copy_(grad @ w)
+            if need_weight:
+                if dtype == torch.float32:
+                    grad_weight.addmm_(grad.t(), h[start:start + chunk])
+                else:
+                    grad_weight += (grad.t() @ h[start:start + chunk]).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (grad_hidden * grad_output if grad_hidden is not None else None,
+                (grad_weight * grad_output).to(ctx.weight_dtype) if grad_weight is not None else None, None, None)
+
+
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                           chunk: int | None = None) -> torch.Tensor:
     """Sum of token cross-entropies of `hidden @ weight.T` against `labels` (-100 = ignore), `chunk` tokens at a
-    time (default: LOSS_CHUNK_BYTES of fp32 logits); in training each chunk's logits are recomputed in backward
-    instead of being kept."""
+    time (default: LOSS_CHUNK_BYTES of fp32 logits), so that the (tokens x vocab) logits never exist at once; in
+    training the gradients are computed chunk by chunk in the same pass (_LinearCrossEntropy)."""
     chunk = chunk or max(64, LOSS_CHUNK_BYTES // (4 * weight.shape[0]))
     hidden = hidden.reshape(-1, hidden.shape[-1])
     labels = labels.reshape(-1)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, labels, chunk)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, labels.numel(), chunk):
-        h, y = hidden[start:start + chunk], labels[start:start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            total = total + torch.utils.checkpoint.checkpoint(_cross_entropy_sum, h, weight, y, use_reentrant=False)
-        else:
-            total = total + _cross_entropy_sum(h, weight, y)
+        total = total + _cross_entropy_sum(hidden[start:start + chunk], weight, labels[start:start + chunk])
     return total
 
 
