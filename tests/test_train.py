@@ -6,6 +6,7 @@ Tiny models over a tokenizer trained on the test corpus (a few hundred tokens), 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,16 +134,20 @@ def test_resume_after_sigkill_continues_exactly(corpus, tmp_path):
                                                                        for m in whole]
 
 
-def test_fsdp2_under_torchrun_matches_one_process(corpus, tmp_path):
-    common = ("--steps", "6", "--save-every", "6", "--eval-every", "6")
-    ok(pretrain(corpus, tmp_path / "one", *common, "--batch-size", "4"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(corpus, out, *extra):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "zhcoder.cli", "train", "pretrain", "--data", corpus / "data", "--out",
-                             tmp_path / "two", "--preset", "qwen3-0.6b", "--tokenizer", corpus / "tok",
-                             "--config", corpus / "tiny.toml", *common, "--batch-size", "2"],
-                            capture_output=True, text=True, timeout=600, env=env)
+                             "-m", "zhcoder.cli", "train", "pretrain", "--data", corpus / "data", "--out", out,
+                             "--preset", "qwen3-0.6b", "--tokenizer", corpus / "tok", "--config", corpus / "tiny.toml",
+                             *extra], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fsdp2_under_torchrun_matches_one_process_and_resumes_from_shards(corpus, tmp_path):
+    common = ("--steps", "6", "--save-every", "3", "--eval-every", "6")
+    ok(pretrain(corpus, tmp_path / "one", *common, "--batch-size", "4"))
+    torchrun(corpus, tmp_path / "two", *common, "--batch-size", "2")
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == len(two) == 6
     for a, b in zip(one, two):
@@ -155,6 +160,13 @@ def test_fsdp2_under_torchrun_matches_one_process(corpus, tmp_path):
                                                                                   dtype="float32")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-4), name
+    # each process wrote its own shards; resuming from them (step 3) replays steps 4-6 exactly
+    step3 = tmp_path / "two" / "checkpoints" / "step-0000003"
+    assert len(list((step3 / "sharded").glob("*.safetensors"))) == 2
+    assert len(list((step3 / "optimizer").glob("*.safetensors"))) == 2
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step-0000006")
+    torchrun(corpus, tmp_path / "two", *common, "--batch-size", "2", "--resume")
+    assert [(m["loss"], m["grad_norm"]) for m in metrics(tmp_path / "two")] == [(m["loss"], m["grad_norm"]) for m in two]
 
 
 def test_code_aware_attention_trains_and_is_saved(corpus, tmp_path):

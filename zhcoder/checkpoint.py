@@ -125,12 +125,18 @@ def save_model(
     chat_template: str | None = None,
     max_shard_bytes: int = 5 * 2**30,
     state_dict: dict[str, torch.Tensor] | None = None,
+    weights: bool = True,
 ) -> Path:
     """Write a HF checkpoint folder transformers loads: config.json, safetensors (sharded past max_shard_bytes).
-    `state_dict` replaces the model's own (e.g. the full state gathered from an FSDP-sharded model)."""
+    `state_dict` replaces the model's own (e.g. the full state gathered from an FSDP-sharded model); with
+    `weights=False` only config, generation config and tokenizer are written (the weights come from elsewhere)."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
+    if not weights:
+        config.save(directory)
+        _save_extras(directory, config, tokenizer, chat_template)
+        return directory
     state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -158,9 +164,13 @@ def save_model(
         total = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    _save_extras(directory, config, tokenizer, chat_template)
+    return directory
+
+
+def _save_extras(directory: Path, config: ModelConfig, tokenizer, chat_template: str | None) -> None:
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}, indent=2) + "\n"
     )
     if tokenizer is not None:
         tokenizer.save(directory, chat_template=chat_template)
-    return directory

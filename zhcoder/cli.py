@@ -458,7 +458,8 @@ def _train(stage: str, **flags) -> None:
     if layers is not None:
         settings.setdefault("model_overrides", {})["num_hidden_layers"] = layers
     metrics = train(TrainConfig(**settings), resume=str(resume_from) if resume_from else resume)
-    print(json.dumps(metrics))
+    if os.environ.get("RANK", "0") == "0":              # under torchrun, one summary line
+        print(json.dumps(metrics))
 
 
 def _train_command(stage: str):

@@ -5,9 +5,12 @@ A checkpoint is a folder RUN/checkpoints/step-NNNNNNN/:
     model.safetensors, config.json, tokenizer files   the model in HF layout (full fine-tuning / pre-training)
     adapter_model.safetensors, adapter_config.json   instead, for LoRA runs: the adapter in PEFT's format
     optimizer.safetensors   every optimizer tensor, keyed "<param name>.<state>" (exp_avg, exp_avg_sq, step)
+    sharded/, optimizer/    instead, for FSDP runs: each process's shards of the model and of the optimizer
+                            state, written in parallel as safetensors by torch.distributed.checkpoint's
+                            HuggingFaceStorageWriter (the full model is also consolidated into the HF files)
     rng.safetensors         torch CPU (and CUDA) generator states
-    trainer_state.json      step, data position, optimizer param groups, metrics so far, the file list with
-                            sizes, "complete": true -- written last
+    trainer_state.json      step, data position, optimizer param groups, the list of every file with its size,
+                            "complete": true -- written last
 
 It is written into `step-NNNNNNN.tmp` and renamed when complete, so a crash leaves either the previous
 checkpoints or a `.tmp` folder that is never read. `verify` refuses a folder whose trainer_state.json is missing,
@@ -73,21 +76,21 @@ def restore_rng(states: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def write(run_dir: Path, step: int, save_weights, optimizer: dict, state: dict, keep_last: int = 2) -> Path:
-    """Write checkpoint `step` atomically. `save_weights(folder)` writes the model or adapter files; `optimizer` is
-    a name-keyed optimizer state dict; `state` goes into trainer_state.json. Older checkpoints beyond `keep_last`
-    are deleted afterwards."""
-    root = run_dir / "checkpoints"
-    final = root / checkpoint_name(step)
-    tmp = root / (checkpoint_name(step) + ".tmp")
+def begin(run_dir: Path, step: int) -> Path:
+    """A fresh, empty temporary folder for checkpoint `step` (RUN/checkpoints/step-N.tmp)."""
+    tmp = Path(run_dir) / "checkpoints" / (checkpoint_name(step) + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(tmp)
-    tensors, groups = optimizer_tensors(optimizer)
-    save_file(tensors, tmp / "optimizer.safetensors")
-    save_file(rng_tensors(), tmp / "rng.safetensors")
-    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-    record = {**state, "step": step, "optimizer_param_groups": groups, "files": files, "complete": True}
+    return tmp
+
+
+def commit(run_dir: Path, step: int, state: dict, keep_last: int = 2) -> Path:
+    """Seal the temporary folder of `step`: record every file (sub-folders included) with its size in
+    trainer_state.json, written last and fsync'ed, rename it into place, and drop checkpoints beyond `keep_last`."""
+    root = Path(run_dir) / "checkpoints"
+    final, tmp = root / checkpoint_name(step), root / (checkpoint_name(step) + ".tmp")
+    files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    record = {**state, "step": step, "files": files, "complete": True}
     with open(tmp / STATE_FILE, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, ensure_ascii=False)
         f.flush()
@@ -98,6 +101,17 @@ def write(run_dir: Path, step: int, save_weights, optimizer: dict, state: dict, 
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def write(run_dir: Path, step: int, save_weights, optimizer: dict, state: dict, keep_last: int = 2) -> Path:
+    """Write checkpoint `step` atomically from one process. `save_weights(folder)` writes the model or adapter
+    files; `optimizer` is a name-keyed optimizer state dict; `state` goes into trainer_state.json."""
+    tmp = begin(run_dir, step)
+    save_weights(tmp)
+    tensors, groups = optimizer_tensors(optimizer)
+    save_file(tensors, tmp / "optimizer.safetensors")
+    save_file(rng_tensors(), tmp / "rng.safetensors")
+    return commit(run_dir, step, {**state, "optimizer_param_groups": groups}, keep_last)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
