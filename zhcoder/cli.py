@@ -443,6 +443,36 @@ def data_build(
     print(f"wrote {out}/train, {out}/validation, {out}/stats.json, {out}/removed.jsonl")
 
 
+@app.command()
+def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint folder (default $ZHCODER_MODEL)"),
+          host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 to serve other machines)"),
+          port: int = typer.Option(8000),
+          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZHCODER_API_KEY",
+                                                help="require Authorization: Bearer KEY"),
+          model_name: Optional[str] = typer.Option(None, "--model-name", help="the id clients use (default: folder name)"),
+          max_batch: int = typer.Option(16, "--max-batch", help="requests decoded together"),
+          queue_size: int = typer.Option(64, "--queue-size", help="waiting requests before 429"),
+          max_model_len: int = typer.Option(4096, "--max-model-len", help="prompt + completion tokens per request"),
+          max_tokens: int = typer.Option(4096, "--max-tokens-cap", help="largest max_tokens accepted"),
+          max_body_mb: float = typer.Option(4.0, "--max-body-mb", help="largest request body"),
+          dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16")):
+    """An OpenAI-compatible server: chat, completions with suffix (FIM), /infill, tool calls, continuous batching."""
+    import uvicorn
+
+    from .serve.app import build
+
+    model = model or os.environ.get("ZHCODER_MODEL")
+    if not model:
+        raise UsageError("no model given: pass --model DIR or set ZHCODER_MODEL")
+    if min(max_batch, queue_size, max_model_len, max_tokens) < 1 or max_body_mb <= 0:
+        raise UsageError("--max-batch, --queue-size, --max-model-len, --max-tokens-cap and --max-body-mb must be positive")
+    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    app_, _ = build(model, model_name=model_name, api_key=api_key, max_batch=max_batch, queue_size=queue_size,
+                    max_model_len=max_model_len, max_tokens_cap=max_tokens, max_body_bytes=int(max_body_mb * 2**20),
+                    dtype=dtype, device=device)
+    uvicorn.run(app_, host=host, port=port, log_level="info", timeout_graceful_shutdown=15)
+
+
 train_app = typer.Typer(help="Train: continued pre-training and SFT, full or LoRA.", no_args_is_help=True)
 lora_app = typer.Typer(help="LoRA adapters.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

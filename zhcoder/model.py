@@ -133,6 +133,12 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def update_classes(self, start: int, classes: torch.Tensor) -> torch.Tensor:
+        """Record the token classes of this step's keys (code-aware bias); the classes of every cached key."""
+        end = start + classes.shape[1]
+        self.key_classes[:, start:end] = classes
+        return self.key_classes[:, :end]
+
 
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int):
@@ -310,8 +316,7 @@ class QwenForCausalLM(nn.Module):
         if self.config.code_aware_attention:
             key_classes = self.model.code_token_class[input_ids].long()
             if kv_cache is not None:
-                kv_cache.key_classes[:, start_pos:start_pos + T] = key_classes
-                key_classes = kv_cache.key_classes[:, :start_pos + T]
+                key_classes = kv_cache.update_classes(start_pos, key_classes)
         for layer in self.model.layers:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, kv_cache, start_pos,

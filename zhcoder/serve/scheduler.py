@@ -1,0 +1,279 @@
+"""Continuous batching: concurrent requests share the model, one decode step for all of them at a time.
+
+A scheduler thread owns the model. Requests wait in a bounded queue; between decode steps the thread admits
+waiting requests (a prefill of each prompt into a free row of the slot KV cache, which samples its first token)
+and drops finished or cancelled ones, so requests join and leave the batch at every step. Rows stay packed: the
+active requests use rows 0..n-1 (a finished row is refilled by moving the last one into it), and one decode step
+runs the n rows together, each at its own position, with a mask that lets each row see only its own cache.
+
+Sampling per request is the engine's (zhcoder.engine.sample: repetition penalty, temperature, top-k, top-p,
+min-p, a per-request seed), and so is the text: a TextStream per request releases whole UTF-8 characters and
+holds back possible stop strings. Events go to each request's `on_event` callback from the scheduler thread:
+{"text", "token", "logprob"?, "top_logprobs"?} per token, then {"done": Completion}.
+
+    python -m pytest tests/test_serve.py
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from zhcoder.engine import Completion, ContextLengthError, Engine, SamplingParams, TextStream, sample
+from zhcoder.model import KVCache
+
+
+class QueueFull(RuntimeError):
+    """More requests are waiting than the queue holds (the server answers 429)."""
+
+
+class SchedulerStopped(RuntimeError):
+    """The scheduler is shutting down or has stopped (the server answers 503)."""
+
+
+class SlotCache:
+    """A KV cache of `slots` rows for continuous batching; row r's first `length` positions hold its tokens.
+
+    For a decode step `positions` (one per active row) says where each row's new key goes: `update` writes there
+    and returns the keys of rows 0..n-1 up to the longest row (the attention mask hides what each row lacks)."""
+
+    def __init__(self, config, slots: int, max_len: int, dtype: torch.dtype, device):
+        shape = (slots, config.num_key_value_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.key_classes = torch.zeros(slots, max_len, dtype=torch.long, device=device) \
+            if config.code_aware_attention else None
+        self.slots, self.max_len = slots, max_len
+        self._rows = self._end = None
+
+    def row(self, r: int) -> KVCache:
+        """A KVCache over row r alone (views: writes land in this cache), for a prefill."""
+        view = KVCache.__new__(KVCache)
+        view.keys = [k[r:r + 1] for k in self.keys]
+        view.values = [v[r:r + 1] for v in self.values]
+        view.key_classes = self.key_classes[r:r + 1] if self.key_classes is not None else None
+        view.max_len = self.max_len
+        return view
+
+    def begin_step(self, n: int, positions: torch.Tensor) -> None:
+        self._rows = torch.arange(n, device=positions.device)
+        self._end = int(positions.max()) + 1
+
+    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        rows, n = self._rows, self._rows.numel()
+        self.keys[layer][rows, :, positions] = k[:, :, 0]
+        self.values[layer][rows, :, positions] = v[:, :, 0]
+        return self.keys[layer][:n, :, :self._end], self.values[layer][:n, :, :self._end]
+
+    def update_classes(self, positions: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        rows = self._rows
+        self.key_classes[rows, positions] = classes[:, 0]
+        return self.key_classes[:rows.numel(), :self._end]
+
+    def move(self, source: int, target: int, length: int) -> None:
+        """Copy row `source`'s first `length` positions into row `target`."""
+        for tensors in (self.keys, self.values):
+            for t in tensors:
+                t[target, :, :length] = t[source, :, :length]
+        if self.key_classes is not None:
+            self.key_classes[target, :length] = self.key_classes[source, :length]
+
+
+@dataclass
+class Request:
+    """One generation: prompt ids, sampling, and where its events go (called from the scheduler thread)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[dict], None]
+    logprobs: int | None = None            # per token: its logprob and this many top alternatives
+    cancelled: bool = False                # set by the client side (disconnect); the row is freed next step
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _Active:
+    request: Request
+    stream: TextStream
+    generator: torch.Generator | None
+    seen: torch.Tensor | None
+    stop_ids: set
+    length: int = 0                        # tokens in the cache row
+    last: int = 0                          # the token to feed next
+    generated: list = field(default_factory=list)
+
+
+class Scheduler:
+    """Runs requests through one Engine with continuous batching (at most `max_batch` at once, `queue_size`
+    waiting). `submit` is thread-safe; `start` / `stop` run and end the scheduler thread."""
+
+    def __init__(self, engine: Engine, max_batch: int = 16, queue_size: int = 64, max_len: int | None = None):
+        self.engine = engine
+        model = engine.model
+        self.max_len = min(max_len or engine.context_length, engine.context_length)
+        dtype = model.model.embed_tokens.weight.dtype
+        self.cache = SlotCache(model.config, max_batch, self.max_len, dtype, engine.device)
+        self.max_batch, self.queue_size = max_batch, queue_size
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.active: list[_Active] = []
+        self.condition = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+        self.steps = 0                         # decode steps run (for stats and tests)
+        self.batch_sizes = collections.Counter()
+
+    # -- client side ----------------------------------------------------------------------------------------
+    def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise ValueError("empty prompt: give at least one token")
+        if len(prompt_ids) + params.max_new_tokens > self.max_len:
+            raise ContextLengthError(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_new_tokens}) "
+                                     f"exceeds the server's context of {self.max_len} tokens")
+
+    def submit(self, request: Request) -> None:
+        self.check(request.prompt_ids, request.params)
+        with self.condition:
+            if self.stopping or self.thread is None:
+                raise SchedulerStopped("the server is shutting down")
+            if len(self.waiting) >= self.queue_size:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting; try again later")
+            self.waiting.append(request)
+            self.condition.notify()
+
+    @property
+    def load(self) -> dict:
+        return {"active": len(self.active), "waiting": len(self.waiting), "max_batch": self.max_batch,
+                "queue_size": self.queue_size, "decode_steps": self.steps}
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="zhcoder-scheduler", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new requests, let running ones finish for up to `timeout` seconds, cancel the rest."""
+        with self.condition:
+            self.stopping = True
+            self.condition.notify()
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                with self.condition:
+                    for request in [a.request for a in self.active] + list(self.waiting):
+                        request.cancel()
+                    self.condition.notify()
+                self.thread.join(timeout)
+
+    # -- the scheduler thread ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self.condition:
+                while not self.waiting and not self.active and not self.stopping:
+                    self.condition.wait()
+                if self.stopping and not self.waiting and not self.active:
+                    return
+                admitted = []
+                while self.waiting and len(self.active) + len(admitted) < self.max_batch:
+                    admitted.append(self.waiting.popleft())
+            try:
+                with torch.inference_mode():
+                    for request in admitted:
+                        self._prefill(request)
+                    if self.active:
+                        self._decode()
+            except Exception as error:                   # never leave a client waiting forever
+                for active in self.active:
+                    self._fail(active.request, error)
+                self.active = []
+                for request in admitted:
+                    self._fail(request, error)
+
+    @staticmethod
+    def _fail(request: Request, error: Exception) -> None:
+        request.on_event({"error": f"{type(error).__name__}: {error}"})
+
+    def _prefill(self, request: Request) -> None:
+        if request.cancelled:
+            request.on_event({"done": None, "cancelled": True})
+            return
+        params, engine = request.params, self.engine
+        row = len(self.active)
+        ids = torch.tensor([request.prompt_ids], device=engine.device)
+        generator = None
+        if params.seed is not None and params.temperature > 0:
+            generator = torch.Generator(device=engine.device).manual_seed(params.seed)
+        seen = None
+        if params.repetition_penalty != 1.0:
+            seen = torch.zeros(engine.model.config.vocab_size, dtype=torch.bool, device=engine.device)
+            seen[ids[0]] = True
+        stop_ids = set(engine.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
+        active = _Active(request, TextStream(params.stop), generator, seen, stop_ids, length=len(request.prompt_ids))
+        logits = engine.logits(ids, None, None, self.cache.row(row), 0)[0]
+        if not self._next(active, logits):
+            self.active.append(active)
+
+    def _decode(self) -> None:
+        device = self.engine.device
+        n = len(self.active)
+        tokens = torch.tensor([[a.last] for a in self.active], device=device)
+        positions = torch.tensor([a.length for a in self.active], device=device)
+        self.cache.begin_step(n, positions)
+        end = int(positions.max()) + 1
+        mask = (torch.arange(end, device=device)[None, :] <= positions[:, None])[:, None, None, :]
+        logits = self.engine.logits(tokens, positions[:, None], mask, self.cache, positions)
+        self.steps += 1
+        self.batch_sizes[n] += 1
+        finished = []
+        for row, active in enumerate(self.active):
+            active.length += 1
+            if self._next(active, logits[row]):
+                finished.append(row)
+        for row in reversed(finished):                  # keep rows packed: the last active row fills the hole
+            last = len(self.active) - 1
+            if row != last:
+                self.cache.move(last, row, self.active[last].length)
+                self.active[row] = self.active[last]
+            self.active.pop()
+
+    def _next(self, active: _Active, logits: torch.Tensor) -> bool:
+        """Sample the next token of one request from its logits (vocab,) and report it; True when it is done."""
+        request, params = active.request, active.request.params
+        if request.cancelled:
+            request.on_event({"done": None, "cancelled": True})
+            return True
+        if active.seen is not None:
+            penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
+            logits = torch.where(active.seen, penalised, logits)
+        token = int(sample(logits[None], params, active.generator)[0])
+        event: dict = {"token": token}
+        if request.logprobs is not None:
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            event["logprob"] = float(log_probs[token])
+            if request.logprobs > 0:
+                top = torch.topk(log_probs, request.logprobs)
+                event["top_logprobs"] = list(zip(top.indices.tolist(), top.values.tolist()))
+        if active.seen is not None:
+            active.seen[token] = True
+        active.generated.append(token)
+        active.last = token
+        stream, reason = active.stream, None
+        if token in active.stop_ids:
+            reason, piece = "stop", stream.finish()
+        else:
+            piece = stream.push(self.engine.token_bytes(token))
+            if stream.stopped:
+                reason = "stop"
+            elif len(active.generated) == params.max_new_tokens:
+                reason = "length"
+                piece += stream.finish()
+        event["text"] = piece
+        request.on_event(event)
+        if reason is not None:
+            request.on_event({"done": Completion(stream.text, active.generated, len(request.prompt_ids), reason)})
+            return True
+        return False
