@@ -139,7 +139,7 @@ def test_chinese_browser_chat_streams_fim_highlights_and_language_switches(demo_
         assert driver.find_element(By.CSS_SELECTOR, '#chatbot [data-testid="bot"]').text.strip()
 
         driver.find_element(By.CSS_SELECTOR, "#fim-examples tbody tr").click()
-        wait(driver).until(lambda d: "calc_payable" in d.find_element(By.ID, "prefix").text)
+        wait(driver).until(lambda d: "calc_payable" in d.find_element(By.CSS_SELECTOR, "#prefix textarea").get_attribute("value"))
         driver.find_element(By.ID, "complete").click()
         wait(driver).until(lambda d: d.find_element(By.ID, "fim-middle").text.strip())
         file_text = text_of(driver, "fim-file")

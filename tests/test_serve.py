@@ -278,6 +278,39 @@ def test_a_disconnected_client_stops_its_generation(served):
     assert served.scheduler.load["active"] == 0
 
 
+def test_upstream_proxy_adds_fim_and_infill(served, engine):
+    from zhcoder.serve.proxy import create_proxy_app
+
+    app = create_proxy_app(served.url + "/v1", upstream_key=KEY)
+    port = free_port()
+    proxy = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=proxy.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not proxy.started and time.time() < deadline:
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        prefix, suffix = "def 库存检查(商品):\n    ", "\n    return 充足\n"
+        expected = engine.generate([fim_prompt(prefix, suffix)], SamplingParams(max_new_tokens=10))[0].text
+        reply = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10, temperature=0)
+        assert reply.choices[0].text == expected
+        streamed = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10,
+                                             temperature=0, stream=True)
+        assert "".join(c.choices[0].text for c in streamed if c.choices) == expected
+        infill = httpx.post(f"http://127.0.0.1:{port}/infill", timeout=60,
+                            json={"input_prefix": prefix, "input_suffix": suffix, "n_predict": 10}).json()
+        assert infill["content"] == expected
+        chat = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
+        direct = served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
+        assert chat.choices[0].message.content == direct.choices[0].message.content
+        with pytest.raises(openai.NotFoundError):                # the upstream's errors come through
+            client.chat.completions.create(model="other", messages=MESSAGES)
+    finally:
+        proxy.should_exit = True
+        thread.join(30)
+
+
 def test_a_full_queue_answers_429(checkpoint):
     running = Running(checkpoint, max_batch=1, queue_size=1)
     try:

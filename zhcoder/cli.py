@@ -445,6 +445,9 @@ def data_build(
 
 @app.command()
 def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint folder (default $ZHCODER_MODEL)"),
+          upstream: Optional[str] = typer.Option(None, "--upstream",
+                                                 help="instead of a model: an OpenAI-compatible server to front"),
+          upstream_key: Optional[str] = typer.Option(None, "--upstream-key", envvar="ZHCODER_UPSTREAM_KEY"),
           host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 to serve other machines)"),
           port: int = typer.Option(8000),
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZHCODER_API_KEY",
@@ -461,9 +464,16 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
 
     from .serve.app import build
 
+    if upstream:
+        from .serve.proxy import create_proxy_app
+
+        proxy = create_proxy_app(upstream, api_key=api_key, upstream_key=upstream_key,
+                                 max_body_bytes=int(max_body_mb * 2**20))
+        uvicorn.run(proxy, host=host, port=port, log_level="info", timeout_graceful_shutdown=15)
+        return
     model = model or os.environ.get("ZHCODER_MODEL")
     if not model:
-        raise UsageError("no model given: pass --model DIR or set ZHCODER_MODEL")
+        raise UsageError("no model given: pass --model DIR (or set ZHCODER_MODEL), or --upstream URL")
     if min(max_batch, queue_size, max_model_len, max_tokens) < 1 or max_body_mb <= 0:
         raise UsageError("--max-batch, --queue-size, --max-model-len, --max-tokens-cap and --max-body-mb must be positive")
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"

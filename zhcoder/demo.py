@@ -85,6 +85,7 @@ FIM_EXAMPLES = [
 
 # System fonts only: the default theme would fetch Google Fonts.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+CSS = ".code textarea { font-family: ui-monospace, monospace; }"
 
 
 def preferred_language(accept_language: str) -> str:
@@ -263,7 +264,7 @@ def build_demo(model_dir: str | None = None, server: str | None = None, api_key:
                 tr(gr.Markdown, {"value": "chat"})
                 chatbot = tr(gr.Chatbot, {"label": "conversation"}, elem_id="chatbot", height=360)
                 message = tr(gr.Textbox, {"label": "message", "placeholder": "message_hint"}, elem_id="message",
-                             lines=2)
+                             lines=1, max_lines=8)
                 with gr.Row():
                     send = tr(gr.Button, {"value": "send"}, variant="primary", elem_id="send")
                     clear = tr(gr.Button, {"value": "clear"}, elem_id="clear")
@@ -271,8 +272,11 @@ def build_demo(model_dir: str | None = None, server: str | None = None, api_key:
                                             elem_id="chat-examples")
             with gr.Column():
                 tr(gr.Markdown, {"value": "fim"})
-                prefix = tr(gr.Code, {"label": "prefix"}, language="python", lines=6, elem_id="prefix")
-                suffix = tr(gr.Code, {"label": "suffix"}, language="python", lines=3, elem_id="suffix")
+                # Textboxes, not gr.Code: gr.Code strips the values it is sent (the examples' newlines, indents)
+                prefix = tr(gr.Textbox, {"label": "prefix"}, lines=6, max_lines=20, elem_id="prefix",
+                            elem_classes="code")
+                suffix = tr(gr.Textbox, {"label": "suffix"}, lines=3, max_lines=20, elem_id="suffix",
+                            elem_classes="code")
                 complete = tr(gr.Button, {"value": "complete"}, variant="primary", elem_id="complete")
                 tr(gr.Markdown, {"value": "result"})
                 result = gr.HTML(fim_html("", "", ""), elem_id="fim-result")
@@ -307,4 +311,4 @@ def launch(model_dir: str | None = None, server: str | None = None, host: str = 
     """Build the demo and serve it until interrupted (see build_demo for the arguments)."""
     demo = build_demo(model_dir=model_dir, server=server, api_key=api_key, model_name=model_name)
     demo.queue(default_concurrency_limit=1)  # one generation at a time on the model ("model" concurrency id)
-    demo.launch(server_name=host, server_port=port, share=share, theme=THEME, ssr_mode=False, footer_links=[])
+    demo.launch(server_name=host, server_port=port, share=share, theme=THEME, css=CSS, ssr_mode=False, footer_links=[])

@@ -136,6 +136,15 @@ class InfillRequest(BaseModel):                       # llama.cpp's /infill (len
 # --------------------------------------------------------------------------------------------------- server
 
 
+def infill_prompt(body: InfillRequest) -> str:
+    """llama.cpp's infill request as Qwen's FIM prompt; `input_extra` files become repo-level context."""
+    prefix = body.input_prefix + body.prompt
+    if body.input_extra:
+        files = [(extra.filename or f"file{i}", extra.text) for i, extra in enumerate(body.input_extra)]
+        return repo_prompt("project", files, prefix=prefix, suffix=body.input_suffix, path=body.filename or "untitled")
+    return fim_prompt(prefix, body.input_suffix)
+
+
 class Server:
     """What the routes share: the scheduler, the tokenizer, the served name and the limits."""
 
@@ -256,16 +265,8 @@ def usage(prompt_tokens: int, completions: list) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated}
 
 
-def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(_):
-        server.scheduler.start()
-        yield
-        await asyncio.to_thread(server.scheduler.stop, 10.0)   # graceful: finish (or, after 10 s, cancel) work
-
-    app = FastAPI(title="zhcoder", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.server = server
-
+def install_common(app: FastAPI, api_key: str | None, max_body_bytes: int) -> None:
+    """OpenAI-style errors for everything, the API key check, the body size cap and UTF-8 check."""
     @app.exception_handler(APIError)
     async def api_error(_, error: APIError):
         return error_response(error.status, error.message, error.type, error.code, error.param)
@@ -292,9 +293,9 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: HTTPRequest, call_next):
-        if server.api_key and request.url.path != "/health":
+        if api_key and request.url.path != "/health":
             header = request.headers.get("authorization", "")
-            if header != f"Bearer {server.api_key}":
+            if header != f"Bearer {api_key}":
                 return error_response(401, "missing or invalid API key (Authorization: Bearer KEY)",
                                       code="invalid_api_key")
         length = request.headers.get("content-length")
@@ -317,6 +318,19 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"] + \
                 [(b"content-type", b"application/json")]
         return await call_next(request)
+
+
+def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_):
+        server.scheduler.start()
+        yield
+        await asyncio.to_thread(server.scheduler.stop, 10.0)   # graceful: finish (or, after 10 s, cancel) work
+
+    app = FastAPI(title="zhcoder", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.server = server
+
+    install_common(app, server.api_key, max_body_bytes)
 
     @app.get("/health")
     async def health():
@@ -488,13 +502,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
 
     @app.post("/infill")
     async def infill(body: InfillRequest, http: HTTPRequest):
-        prefix = body.input_prefix + body.prompt
-        if body.input_extra:
-            prompt = repo_prompt("project", [(e.filename or f"file{i}", e.text) for i, e in enumerate(body.input_extra)],
-                                 prefix=prefix, suffix=body.input_suffix, path=body.filename or "untitled")
-        else:
-            prompt = fim_prompt(prefix, body.input_suffix)
-        prompt_ids = server.encode(prompt)
+        prompt_ids = server.encode(infill_prompt(body))
         wanted = server.default_max_tokens if body.n_predict < 0 else max(body.n_predict, 1)
         if wanted > server.max_tokens_cap:
             raise APIError(400, f"n_predict is {wanted}; this server allows at most {server.max_tokens_cap}",
