@@ -483,6 +483,22 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
     uvicorn.run(app_, host=host, port=port, log_level="info", timeout_graceful_shutdown=15)
 
 
+@app.command()
+def demo(model: Optional[str] = typer.Option(None, "--model", help="checkpoint folder (default $ZHCODER_MODEL)"),
+         server: Optional[str] = typer.Option(None, "--server", help="or an OpenAI-compatible server URL"),
+         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZHCODER_API_KEY", help="the server's key"),
+         model_name: Optional[str] = typer.Option(None, "--model-name", help="server mode: the model id to use"),
+         host: str = typer.Option("127.0.0.1"), port: int = typer.Option(7860),
+         share: bool = typer.Option(False, "--share", help="a public Gradio link (needs the internet)")):
+    """A Gradio web demo: streaming chat, fill-in-the-middle completion, Chinese/English interface."""
+    from .demo import launch
+
+    model = model or (None if server else os.environ.get("ZHCODER_MODEL"))
+    if bool(model) == bool(server):
+        raise UsageError("give --model DIR (or set ZHCODER_MODEL) or --server URL, not both")
+    launch(model_dir=model, server=server, host=host, port=port, api_key=api_key, share=share, model_name=model_name)
+
+
 train_app = typer.Typer(help="Train: continued pre-training and SFT, full or LoRA.", no_args_is_help=True)
 lora_app = typer.Typer(help="LoRA adapters.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

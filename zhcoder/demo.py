@@ -25,15 +25,16 @@ from .tokenizer import Tokenizer
 
 TEXT = {
     "en": {
-        "title": "# zhcoder code assistant\nA Qwen-style code model: chat about code, or let it fill in code at the cursor.",
+        "title": "# zhcoder code assistant\n"
+                 "A Qwen-style code model: ask it about code, or let it fill in code at the cursor.",
         "language": "Language / 语言",
         "chat": "### Chat", "conversation": "Conversation", "message": "Message",
         "message_hint": "Ask a coding question and press Enter", "send": "Send", "clear": "Clear",
         "examples": "Examples",
         "fim": "### Code completion (fill in the middle)", "prefix": "Code before the cursor",
         "suffix": "Code after the cursor", "complete": "Complete", "result": "Result (model's insertion highlighted)",
-        "settings": "Generation settings", "max_new_tokens": "Max new tokens", "temperature": "Temperature (0 = greedy)",
-        "top_p": "Top-p", "seed": "Seed (-1 = random)",
+        "settings": "Generation settings", "max_new_tokens": "Max new tokens",
+        "temperature": "Temperature (0 = greedy)", "top_p": "Top-p", "seed": "Seed (-1 = random)",
         "info": "Model info", "model_dir": "Model directory", "server": "Server", "model": "Model",
         "family": "Family", "layers": "Layers", "hidden": "Hidden size", "params": "Parameters",
         "context": "Context length", "unknown": "not reported",
@@ -152,12 +153,13 @@ class ServerBackend:
 
     @staticmethod
     def _sampling(params: SamplingParams) -> dict:
-        return dict(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
-                    seed=params.seed)
+        sampling = dict(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p)
+        return sampling if params.seed is None else {**sampling, "seed": params.seed}
 
     def info(self) -> list[tuple[str, object]]:
-        # Fields beyond the OpenAI schema are shown when the server reports them (vLLM: max_model_len).
-        extra = self.client.models.retrieve(self.model()).model_extra or {}
+        # Fields beyond the OpenAI schema are shown when the server lists them (zhcoder serve, vLLM: max_model_len).
+        card = next((card for card in self.client.models.list().data if card.id == self.model()), None)
+        extra = (card.model_extra if card is not None else None) or {}
         context = extra.get("context_length", extra.get("max_model_len"))
         return [("server", self.server), ("model", self.model()), ("family", extra.get("model_type")),
                 ("layers", extra.get("num_hidden_layers")), ("hidden", extra.get("hidden_size")),
@@ -268,8 +270,9 @@ def build_demo(model_dir: str | None = None, server: str | None = None, api_key:
                 with gr.Row():
                     send = tr(gr.Button, {"value": "send"}, variant="primary", elem_id="send")
                     clear = tr(gr.Button, {"value": "clear"}, elem_id="clear")
-                chat_examples = gr.Examples(CHAT_EXAMPLES, inputs=message, label=TEXT["en"]["examples"],
-                                            elem_id="chat-examples")
+                # gr.Dataset, not gr.Examples: loading a gr.Examples example resets its inputs' labels to English
+                chat_examples = tr(gr.Dataset, {"label": "examples", "headers": ["message"]}, components=[message],
+                                   samples=[[example] for example in CHAT_EXAMPLES], elem_id="chat-examples")
             with gr.Column():
                 tr(gr.Markdown, {"value": "fim"})
                 # Textboxes, not gr.Code: gr.Code strips the values it is sent (the examples' newlines, indents)
@@ -280,25 +283,26 @@ def build_demo(model_dir: str | None = None, server: str | None = None, api_key:
                 complete = tr(gr.Button, {"value": "complete"}, variant="primary", elem_id="complete")
                 tr(gr.Markdown, {"value": "result"})
                 result = gr.HTML(fim_html("", "", ""), elem_id="fim-result")
-                fim_examples = gr.Examples(FIM_EXAMPLES, inputs=[prefix, suffix], label=TEXT["en"]["examples"],
-                                           elem_id="fim-examples")
+                fim_examples = tr(gr.Dataset, {"label": "examples", "headers": ["prefix", "suffix"]},
+                                  components=[prefix, suffix], samples=FIM_EXAMPLES, elem_id="fim-examples")
         with gr.Row():
             with tr(gr.Accordion, {"label": "settings"}, open=True):
                 settings = [
-                    tr(gr.Slider, {"label": "max_new_tokens"}, minimum=1, maximum=4096, value=256, step=1),
+                    tr(gr.Slider, {"label": "max_new_tokens"}, minimum=1, maximum=4096, value=256, step=1,
+                       elem_id="max-new-tokens"),
                     tr(gr.Slider, {"label": "temperature"}, minimum=0, maximum=2, value=0.7, step=0.05),
                     tr(gr.Slider, {"label": "top_p"}, minimum=0.05, maximum=1, value=0.8, step=0.05),
                     tr(gr.Number, {"label": "seed"}, value=0, precision=0),
                 ]
             with tr(gr.Accordion, {"label": "info"}, open=True):
                 info = gr.Markdown(elem_id="model-info")
-        translated.append((chat_examples.dataset, {"label": "examples", "headers": ["message"]}))
-        translated.append((fim_examples.dataset, {"label": "examples", "headers": ["prefix", "suffix"]}))
 
         chat_inputs = dict(fn=chat, inputs=[message, chatbot, lang, *settings], outputs=[message, chatbot],
                            concurrency_id="model")
         message.submit(**chat_inputs)
         send.click(**chat_inputs)
+        chat_examples.click(lambda sample: sample[0], inputs=chat_examples, outputs=message)
+        fim_examples.click(lambda sample: sample, inputs=fim_examples, outputs=[prefix, suffix])
         clear.click(lambda: ("", []), outputs=[message, chatbot])
         complete.click(fill, inputs=[prefix, suffix, lang, *settings], outputs=result, concurrency_id="model")
         lang.change(relabel, inputs=lang, outputs=[component for component, _ in translated] + [info])

@@ -338,9 +338,12 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
+        config = server.engine.model.config
         return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": server.created,
-                                            "owned_by": "zhcoder",
-                                            "max_model_len": server.scheduler.max_len}]}
+                                            "owned_by": "zhcoder", "max_model_len": server.scheduler.max_len,
+                                            "model_type": config.model_type, "hidden_size": config.hidden_size,
+                                            "num_hidden_layers": config.num_hidden_layers,
+                                            "num_parameters": config.num_parameters()}]}
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, http: HTTPRequest):
