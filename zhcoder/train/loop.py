@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -642,8 +643,6 @@ class Trainer:
             return
         final = self.run_dir / "final"
         tmp = self.run_dir / "final.tmp"
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for path in found[-1].iterdir():          # the model (or adapter) and tokenizer files, not the shards
