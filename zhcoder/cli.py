@@ -499,6 +499,30 @@ def demo(model: Optional[str] = typer.Option(None, "--model", help="checkpoint f
     launch(model_dir=model, server=server, host=host, port=port, api_key=api_key, share=share, model_name=model_name)
 
 
+tokens_app = typer.Typer(help="Tokenizer economics.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("compare")
+def tokens_compare(paths: list[str] = typer.Argument(..., help="files or folders of code"),
+                   tokenizers: str = typer.Option("qwen,o200k,cl100k", "--tokenizers",
+                                                  help="comma-separated: qwen, o200k, cl100k, or model folders"),
+                   baseline: Optional[str] = typer.Option(None, "--baseline", help="default: the first tokenizer"),
+                   cost: bool = typer.Option(False, "--cost", help="add the price table and the cost of the set"),
+                   prices: Optional[Path] = typer.Option(None, "--prices", help="JSON price table (USD per 1M)"),
+                   per_file: bool = typer.Option(False, "--per-file", help="a row per file"),
+                   as_json: bool = typer.Option(False, "--json", help="one JSON object")):
+    """Tokens per file, in total and on the Chinese lines, per tokenizer, with ratios (and costs)."""
+    from .eval.tokens import compare, costs, load_prices, markdown
+
+    result = compare(paths, [t.strip() for t in tokenizers.split(",") if t.strip()], baseline)
+    cost_rows = costs(result, load_prices(str(prices) if prices else None)) if cost or prices else None
+    if as_json:
+        print(json.dumps({**result, "costs": cost_rows}, ensure_ascii=False, indent=1))
+    else:
+        print(markdown(result, cost_rows, per_file=per_file))
+
+
 train_app = typer.Typer(help="Train: continued pre-training and SFT, full or LoRA.", no_args_is_help=True)
 lora_app = typer.Typer(help="LoRA adapters.", no_args_is_help=True)
 app.add_typer(train_app, name="train")

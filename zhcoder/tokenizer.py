@@ -106,6 +106,12 @@ def qwen_tokenizer_json(ranks: dict[bytes, int] | None = None) -> str:
     ranks = read_quicktok_ranks() if ranks is None else ranks
     if len(ranks) != QWEN_RANK_COUNT:
         raise ValueError(f"expected {QWEN_RANK_COUNT} Qwen ranks, got {len(ranks)}")
+    return ranks_tokenizer_json(ranks, QWEN_ADDED_TOKENS)
+
+
+def ranks_tokenizer_json(ranks: dict[bytes, int], added_tokens: list[tuple[int, str, bool]],
+                         pattern: str = QWEN_PATTERN, nfc: bool = True) -> str:
+    """A byte-level BPE tokenizer.json equivalent to tiktoken's rank-based BPE over `ranks`."""
     alphabet = byte_to_unicode()
 
     def to_text(token: bytes) -> str:
@@ -114,14 +120,16 @@ def qwen_tokenizer_json(ranks: dict[bytes, int] | None = None) -> str:
     return _byte_level_bpe_json(
         vocab={to_text(token): rank for token, rank in ranks.items()},
         merges=[[to_text(left), to_text(right)] for left, right in merges_from_ranks(ranks)],
-        added_tokens=QWEN_ADDED_TOKENS,
+        added_tokens=added_tokens, pattern=pattern, nfc=nfc,
     )
 
 
 def _byte_level_bpe_json(vocab: dict[str, int], merges: list[list[str]],
-                         added_tokens: list[tuple[int, str, bool]]) -> str:
+                         added_tokens: list[tuple[int, str, bool]], pattern: str = QWEN_PATTERN,
+                         nfc: bool = True) -> str:
     """A tokenizer.json in Qwen's layout (NFC, regex split + ByteLevel without regex, BPE,
-    ByteLevel decoder) for a byte-level `vocab`/`merges` and `(id, content, special)` added tokens."""
+    ByteLevel decoder) for a byte-level `vocab`/`merges` and `(id, content, special)` added tokens;
+    `pattern` and `nfc` change the pre-tokenizer regex and the normaliser (OpenAI's vocabularies: none)."""
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     spec = {
         "version": "1.0",
@@ -132,9 +140,9 @@ def _byte_level_bpe_json(vocab: dict[str, int], merges: list[list[str]],
              "normalized": False, "special": special}
             for token_id, content, special in added_tokens
         ],
-        "normalizer": {"type": "NFC"},
+        "normalizer": {"type": "NFC"} if nfc else None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": QWEN_PATTERN}, "behavior": "Isolated", "invert": False},
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
             byte_level,
         ]},
         "post_processor": byte_level,
@@ -149,9 +157,9 @@ def _byte_level_bpe_json(vocab: dict[str, int], merges: list[list[str]],
     return json.dumps(spec, ensure_ascii=False)
 
 
-def _cache_path() -> Path:
+def _cache_path(name: str = f"tokenizer-{BUILD_VERSION}") -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "zhcoder" / f"tokenizer-{BUILD_VERSION}.json"
+    return Path(root) / "zhcoder" / f"{name}.json"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -169,11 +177,15 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def build_qwen_tokenizer() -> tokenizers.Tokenizer:
     """Qwen's tokenizer, built from the quicktok ranks once and then read from the user cache."""
-    path = _cache_path()
+    return cached_tokenizer(_cache_path(), qwen_tokenizer_json)
+
+
+def cached_tokenizer(path: Path, build) -> tokenizers.Tokenizer:
+    """The tokenizer cached at `path`, or `build()`'s tokenizer.json, written there for next time."""
     try:
         return tokenizers.Tokenizer.from_str(path.read_text(encoding="utf-8"))
     except Exception:  # missing or damaged cache: rebuild it
-        text = qwen_tokenizer_json()
+        text = build()
     try:
         _write_atomically(path, text)
     except OSError:
