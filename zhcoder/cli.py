@@ -259,9 +259,11 @@ def chat(model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_t
 
 @app.command("eval")
 def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, humaneval-zh, humaneval-xl-zh, mbpp-zh, "
-                                               "leetcode, leetcode-zh; or `report` followed by output folders"),
+                                               "leetcode, leetcode-zh, codexglue-java-cs, codexglue-cs-java; "
+                                               "or `report` followed by output folders"),
           folders: Optional[list[Path]] = typer.Argument(None, help="with `report`: eval output folders"),
-          samples: Optional[Path] = typer.Option(None, help="score a JSONL of task_id + completion/solution"),
+          samples: Optional[Path] = typer.Option(None, help="score a JSONL of task_id + completion/solution (for "
+                                                 "translation tasks also a text file, one line per example)"),
           model: Optional[str] = typer.Option(None, "--model", "-m", help="generate with a local checkpoint"),
           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://host:8000/v1"),
           endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="model name at the endpoint"),

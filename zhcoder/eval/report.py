@@ -37,6 +37,11 @@ def columns_of(summary: dict) -> dict[str, float]:
                 cols[f"{task} ({stage})"] = scores["pass@1"]
     elif "pass@1" in summary:
         cols[task] = summary["pass@1"]
+    if summary.get("metric") == "translation":
+        cols[f"{task} BLEU"] = summary["bleu"]
+        cols[f"{task} EM"] = summary["exact_match"]
+        if summary.get("codebleu") is not None:
+            cols[f"{task} CodeBLEU"] = summary["codebleu"]
     for difficulty, scores in summary.get("by_difficulty", {}).items():
         if "pass@1" in scores:
             cols[f"{task} {difficulty}"] = scores["pass@1"]
@@ -62,7 +67,7 @@ def markdown(summaries: list[dict]) -> str:
     for subject in subjects:
         values = [f"{cells[(subject, b)]:.1f}" if (subject, b) in cells else "–" for b in benchmarks]
         lines.append(f"| {subject} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n\npass@1 in percent.\n"
+    return "\n".join(lines) + "\n\npass@1 in percent; translation columns: BLEU, exact match (EM), CodeBLEU.\n"
 
 
 def bar_chart(summaries: list[dict], path: str | Path) -> None:

