@@ -525,6 +525,16 @@ def tokens_compare(paths: list[str] = typer.Argument(..., help="files or folders
         print(markdown(result, cost_rows, per_file=per_file))
 
 
+@app.command()
+def report(inputs: list[Path] = typer.Argument(..., help="eval output folders and `tokens compare --json` files"),
+           out: Path = typer.Option(Path("report.md"), "--out", help="the Markdown card (HTML and PNG beside it)")):
+    """One report card (Markdown + HTML + charts) from eval results and tokenizer comparisons."""
+    from .eval.card import write
+
+    for kind, path in write(inputs, out).items():
+        print(f"{kind}: {path}")
+
+
 train_app = typer.Typer(help="Train: continued pre-training and SFT, full or LoRA.", no_args_is_help=True)
 lora_app = typer.Typer(help="LoRA adapters.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
