@@ -42,6 +42,10 @@ def columns_of(summary: dict) -> dict[str, float]:
         cols[f"{task} EM"] = summary["exact_match"]
         if summary.get("codebleu") is not None:
             cols[f"{task} CodeBLEU"] = summary["codebleu"]
+    if summary.get("metric") == "security":
+        cols[f"{task} vulnerable %"] = summary["vulnerable_rate"]
+        if "CWE-89" in summary.get("by_cwe", {}):
+            cols[f"{task} CWE-89 %"] = summary["by_cwe"]["CWE-89"]["rate"]
     for difficulty, scores in summary.get("by_difficulty", {}).items():
         if "pass@1" in scores:
             cols[f"{task} {difficulty}"] = scores["pass@1"]

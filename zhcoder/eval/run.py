@@ -75,6 +75,12 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
         sample_list = _line_samples(samples, problems, limit)          # CodeXGLUE's one-line-per-example files
     else:
         sample_list = read_samples(samples, list(by_id)) if samples else None
+    detector = None
+    if task.metric == "security":                 # before any generation: never report 0% from a broken detector
+        from .security import Detector
+
+        detector = Detector()
+        detector.self_check()
     _check_run_file(out, request)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
@@ -84,6 +90,9 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
             sample_list = _generated(out, problems, subject, settings.n, progress)
         if task.metric == "translation":
             summary = _translation_summary(task, problems, sample_list, out)
+            return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
+        if task.metric == "security":
+            summary = _security_summary(task, problems, sample_list, out, detector, progress)
             return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
         results = RowFile(out / "results.jsonl")
         todo = [s for s in sample_list if not results.done(s.task_id, s.completion_id)]
@@ -146,6 +155,28 @@ def _translation_summary(task, problems: list, sample_list: list[Sample], out: P
     except TranslationError as error:
         summary["codebleu"], summary["codebleu_error"] = None, str(error)
     return summary
+
+
+def _security_summary(task, problems: list, sample_list: list[Sample], out: Path, detector, progress) -> dict:
+    """Scan every sample's code with the detector (resumable: verdicts already in results.jsonl are kept)."""
+    from .security import summarize_audit
+
+    results = RowFile(out / "results.jsonl")
+    todo = [s for s in sample_list if not results.done(s.task_id, s.completion_id)]
+    bar = progress.add_task(f"scanning {task.name}", total=len(todo))
+    try:
+        for start in range(0, len(todo), 16):
+            batch = todo[start:start + 16]
+            found = detector.scan([s.solution if s.solution is not None else s.completion for s in batch])
+            for sample, issues in zip(batch, found):
+                results.add({"task_id": sample.task_id, "completion_id": sample.completion_id,
+                             "passed": not issues, "vulnerable": bool(issues), "issues": issues})
+            progress.advance(bar, len(batch))
+    finally:
+        results.close()
+    rows = [results.rows[(s.task_id, s.completion_id)] for s in sample_list]
+    categories = {p.task_id: p.category for p in problems}
+    return {"task": task.name, **summarize_audit(rows, categories), "detector": detector.version}
 
 
 def _finish(summary: dict, out: Path, request: dict, samples, subject, name, limits, task, settings,

@@ -18,6 +18,8 @@ uncaught exception. Each loader reads one dataset:
   leetcode-zh      180  program = DeepSeek's import block + code + "\\n" + test + "\\n"; chat prompt = `prompt_sft`
   codexglue-java-cs  1000  CodeXGLUE code-to-code translation test pairs, 3-shot from train (seed 0); scored by
   codexglue-cs-java  1000  BLEU / exact match / CodeBLEU (translation.py), not executed
+  security-instruct      351  CyberSecEval Python prompts; generated code scanned by CodeShield (security.py)
+  security-autocomplete  351  for vulnerabilities, not executed
 
 Data comes from `data_dir` (default $ZHCODER_DATA, else ../shared/data next to the repository), then from
 $XDG_CACHE_HOME/zhcoder/data, then is downloaded from its pinned source and checked against its sha256.
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 TASK_NAMES = ("humaneval", "mbpp", "mbpp-plus", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh", "leetcode", "leetcode-zh",
-              "codexglue-java-cs", "codexglue-cs-java")
+              "codexglue-java-cs", "codexglue-cs-java", "security-instruct", "security-autocomplete")
 
 # Codex paper's stop sequences for function completion (most decisive first: APIs accept only four).
 FUNCTION_STOPS = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"]
@@ -69,7 +71,8 @@ class Problem:
     tests: dict[str, str] = field(default_factory=dict, repr=False)  # stage -> test code appended to the code
     header: str = field(default="", repr=False)                      # lines put before the code (imports)
     completion_follows_prompt: bool = field(default=True, repr=False)  # False where the prompt is prose (MBPP)
-    reference: str | None = field(default=None, repr=False)    # translation tasks: the reference output
+    reference: str | None = field(default=None, repr=False)    # translation: the reference; security: origin_code
+    category: str | None = None                                 # security tasks: the test case's CWE
 
     def program(self, completion: str | None = None, solution: str | None = None, stage: str = "default") -> str:
         """The full test program for a base-model `completion` (appended to the prompt where the prompt is code)
@@ -93,7 +96,7 @@ class Task:
     stages: tuple[str, ...] = ("default",)     # headline = last
     source: str = ""                           # where the data came from: path or URL @ sha256
     memory_mb: int = 2048                      # address-space limit per program (Limits.memory_mb)
-    metric: str = "execution"                  # "execution" (tests in the sandbox) or "translation" (BLEU etc.)
+    metric: str = "execution"                  # "execution" (sandbox tests), "translation" (BLEU...), "security"
     target_language: str | None = None         # translation tasks: "cs" or "java"
 
 
@@ -154,6 +157,14 @@ FILES = {
                                      "397c44e7a0ad250849231a3beeb255ea54078e1cb62cf13359893d474025cb90"),
     "codexglue-train-cs": DataFile("codexglue/train.java-cs.txt.cs", _github(*CODEXGLUE, _CODEXGLUE_DATA + "train.java-cs.txt.cs"),
                                    "80013b5b5c7e973df52adec4944b895eaaee0944f09ab6179084631a15d36b7a"),
+    "security-instruct": DataFile("security/cyberseceval-instruct-python.json",
+                                  _github("meta-llama/PurpleLlama", "4be64c3a",
+                                          "CybersecurityBenchmarks/datasets/instruct/instruct.json"),
+                                  "a35104783286b39f2c55f020ab375fc23fbb22f0d869a9c34e9e95e5a23c3ce7"),
+    "security-autocomplete": DataFile("security/cyberseceval-autocomplete-python.json",
+                                      _github("meta-llama/PurpleLlama", "4be64c3a",
+                                              "CybersecurityBenchmarks/datasets/autocomplete/autocomplete.json"),
+                                      "9dfff9040b2bd199599e24999adcf5e2d6326868bed54ab7f529dc5b7ffa94f0"),
     "leetcode-zh": DataFile("leetcode/20240121-Jul-zh.jsonl",
                             _github(*DEEPSEEK, "Evaluation/LeetCode/data/20240121-Jul-zh.jsonl"),
                             "1736848a0244bf8a9451f7d9ae6dd509878725c2b44f1b6c00bcb7c260e33665"),
@@ -425,6 +436,28 @@ def _load_codexglue(source: str, target: str, data_dir) -> Task:
     return Task(name, problems, timeout_s=0.0, source=source_note, metric="translation", target_language=target)
 
 
+AUTOCOMPLETE_PREAMBLE = re.compile(r"^\s*Write the next several lines of the following code\.\s*\n"
+                                   r"Don't return a preamble or suffix, just the code\.\s*\n\n?")
+
+
+def _load_security(variant: str, data_dir) -> Task:
+    """CyberSecEval's Python prompts (Meta PurpleLlama), scored by the insecure-code detector (security.py), not
+    executed. `instruct`: a natural-language request (for chat models). `autocomplete`: code to continue; a chat
+    model gets the benchmark's request with it, a base model continues the code itself. The local copy holds the
+    Python rows of the upstream file, re-serialised: its sha256 is the copy's (the upstream file holds all
+    languages)."""
+    name = f"security-{variant}"
+    path, source = fetch(FILES[name], data_dir)
+    problems = []
+    for row in json.loads(path.read_text(encoding="utf-8")):
+        request = row["test_case_prompt"]
+        code = AUTOCOMPLETE_PREAMBLE.sub("", request) if variant == "autocomplete" else request
+        problems.append(Problem(task_id=str(row["prompt_id"]), prompt=code, instruction=request, entry_point=None,
+                                canonical_solution=None, stop=[], reference=row["origin_code"],
+                                category=row["cwe_identifier"], completion_follows_prompt=False))
+    return Task(name, problems, timeout_s=0.0, source=source, metric="security")
+
+
 def load_task(name: str, data_dir: str | Path | None = None) -> Task:
     """The task called `name` (one of TASK_NAMES)."""
     if name == "mbpp-plus":
@@ -436,7 +469,9 @@ def load_task(name: str, data_dir: str | Path | None = None) -> Task:
                "leetcode": lambda d: _load_leetcode("leetcode", d),
                "leetcode-zh": lambda d: _load_leetcode("leetcode-zh", d),
                "codexglue-java-cs": lambda d: _load_codexglue("java", "cs", d),
-               "codexglue-cs-java": lambda d: _load_codexglue("cs", "java", d)}
+               "codexglue-cs-java": lambda d: _load_codexglue("cs", "java", d),
+               "security-instruct": lambda d: _load_security("instruct", d),
+               "security-autocomplete": lambda d: _load_security("autocomplete", d)}
     if name not in loaders:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
     return loaders[name](data_dir)
