@@ -108,6 +108,7 @@ def write(paths: list[str | Path], out: str | Path) -> dict[str, Path]:
     summaries, comparisons = load_inputs(paths)
     if not summaries and not comparisons:
         raise ValueError("nothing to report: give eval output folders and/or `tokens compare --json` files")
+    out.parent.mkdir(parents=True, exist_ok=True)
     written = {}
     chart = None
     if summaries:
@@ -115,7 +116,6 @@ def write(paths: list[str | Path], out: str | Path) -> dict[str, Path]:
         bar_chart(summaries, png)
         chart, written["png"] = png.name, png
     text = markdown(summaries, comparisons, chart)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     out.with_suffix(".html").write_text(html(text), encoding="utf-8")
     written.update({"markdown": out, "html": out.with_suffix(".html")})

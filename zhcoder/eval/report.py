@@ -90,7 +90,7 @@ def bar_chart(summaries: list[dict], path: str | Path) -> None:
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks([j + width * (len(subjects) - 1) / 2 for j in range(len(benchmarks))], benchmarks,
                   rotation=20, ha="right")
-    ax.set_ylabel("pass@1 (%)")
+    ax.set_ylabel("percent (pass@1; BLEU, CodeBLEU, EM; vulnerable share)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     fig.tight_layout()
