@@ -232,11 +232,17 @@ def test_leetcode_hand_written_solutions():
 @needs_data
 def test_every_task_loads_with_its_contract():
     assert TASK_NAMES == ("humaneval", "mbpp", "mbpp-plus", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh",
-                          "leetcode", "leetcode-zh")
+                          "leetcode", "leetcode-zh", "codexglue-java-cs", "codexglue-cs-java", "security-instruct",
+                          "security-autocomplete")
     for name in TASK_NAMES:
         task = load_task(name, DATA)
-        assert task.name == name and task.timeout_s > 0 and task.source and task.problems
+        assert task.name == name and task.source and task.problems
         problem = task.problems[0]
+        if task.metric != "execution":       # scored by text metrics or the detector, never run
+            assert task.metric in ("translation", "security") and problem.reference and problem.instruction
+            assert problem.category if task.metric == "security" else problem.stop == ["\n"]
+            continue
+        assert task.timeout_s > 0
         assert problem.program(completion="pass") and problem.stop and problem.instruction
         with pytest.raises(ValueError):
             problem.program()
