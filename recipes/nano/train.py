@@ -1,0 +1,55 @@
+"""Train zhcoder-nano's two stages for one or both ablation arms (code-aware attention bias on / off).
+
+    python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models            # both arms, as configured
+    python recipes/nano/train.py --work /tmp/nano-tiny --out /tmp/nano-tiny/models --tiny   # a CPU check
+
+Each arm: `zhcoder train pretrain --preset qwen3-0.6b --config pretrain.toml` (from random weights, the data
+and tokenizer of build_corpus.py; `--code-aware-attention` for the "bias" arm), then `zhcoder train sft` on the
+SFT shards from the stage-1 model; OUT/<arm>/ is the final HF checkpoint. Same data, seed and steps for both
+arms. The GPU run does both in one device call (recipes/nano/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TINY = ["--layers", "2", "--steps", "6", "--seq-len", "128", "--batch-size", "2", "--save-every", "6",
+        "--eval-every", "6"]
+
+
+def zhcoder(*args: object) -> None:
+    command = [sys.executable, "-m", "zhcoder.cli", *map(str, args)]
+    print("+", " ".join(map(str, command[2:])), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="build_corpus.py's folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--arms", nargs="+", default=["bias", "plain"], choices=["bias", "plain"])
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    for arm in args.arms:
+        runs = args.work / "runs" / arm
+        shutil.rmtree(runs, ignore_errors=True)
+        start = time.time()
+        tiny = TINY if args.tiny else []
+        zhcoder("train", "pretrain", "--preset", "qwen3-0.6b", "--config", HERE / "pretrain.toml", "--data",
+                args.work / "pretrain", "--tokenizer", args.work / "tokenizer", "--out", runs / "stage1",
+                *(["--code-aware-attention"] if arm == "bias" else ["--plain-attention"]), *tiny)
+        sft_tiny = tiny[2:]                                # no --layers: the model comes from stage 1
+        zhcoder("train", "sft", "--config", HERE / "sft.toml", "--model", runs / "stage1" / "final", "--data",
+                args.work / "sft", "--out", runs / "stage2", *sft_tiny)
+        shutil.copytree(runs / "stage2" / "final", args.out / arm, dirs_exist_ok=True)
+        print(f"{arm}: {time.time() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
