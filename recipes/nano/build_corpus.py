@@ -10,7 +10,8 @@ Steps, each a zhcoder command (see recipes/nano/README.md):
 2. `zhcoder tokenizer train WORK/src --vocab-size 16384 --out WORK/tokenizer` (byte-level BPE, Qwen's regex and
    special tokens).
 3. `zhcoder data build WORK/src/* WORK/codexglue.jsonl --tokenizer WORK/tokenizer --out WORK/pretrain`
-   (filters, secrets, decontamination against every evaluation set, dedup, FIM 0.5).
+   (filters, secrets, decontamination against every evaluation set, dedup, FIM 0.5; the line-length filters are
+   relaxed because CodeXGLUE's methods are single lines).
 4. SFT pairs: docstring -> function pairs mined from the corpus (synth_sft.py), plus the hand-written pairs in
    recipes/nano/sft_written.jsonl; `zhcoder data sft ... --template qwen3 --out WORK/sft`.
 """
@@ -58,7 +59,7 @@ def sources(work: Path, tiny: bool) -> None:
         origin = Path(sysconfig.get_paths()["stdlib"])
         keep = ("json", "email", "http") if tiny else None
         shutil.copytree(origin, stdlib, symlinks=True, ignore=lambda folder, names: [
-            n for n in names if n in ("site-packages", "__pycache__", "dist-packages", "test", "tests", "idlelib")
+            n for n in names if n in ("site-packages", "__pycache__", "dist-packages", "idlelib")
             or (keep and Path(folder) == origin and (Path(folder, n).is_dir() and n not in keep))])
     records = work / "codexglue.jsonl"
     if not records.exists():
@@ -86,7 +87,9 @@ def main() -> None:
                 "--out", work / "tokenizer")
     if not (work / "pretrain" / "train" / "index.json").exists():
         zhcoder("data", "build", *sorted((work / "src").iterdir()), work / "codexglue.jsonl", "--tokenizer",
-                work / "tokenizer", "--out", work / "pretrain", "--data-dir", DATA, "--validation-fraction", "0.01")
+                work / "tokenizer", "--out", work / "pretrain", "--data-dir", DATA, "--validation-fraction", "0.01",
+                # CodeXGLUE's methods are one line each: line-length filters would drop them all
+                "--max-mean-line-length", "0", "--max-line-length", "4000")
     pairs = work / "sft_mined.jsonl"
     subprocess.run([sys.executable, str(HERE / "synth_sft.py"), str(work / "src"), "--out", str(pairs),
                     "--removed", str(work / "pretrain" / "removed.jsonl")], check=True)

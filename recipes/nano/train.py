@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arms", nargs="+", default=["bias", "plain"], choices=["bias", "plain"])
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
     args = parser.parse_args()
     for arm in args.arms:
         runs = args.work / "runs" / arm
@@ -49,6 +50,9 @@ def main() -> None:
                 args.work / "sft", "--out", runs / "stage2", *sft_tiny)
         shutil.copytree(runs / "stage2" / "final", args.out / arm, dirs_exist_ok=True)
         print(f"{arm}: {time.time() - start:.0f} s", flush=True)
+        if args.pack:
+            subprocess.run([sys.executable, str(HERE / "pack.py"), str(runs / "stage2" / "final"), arm, str(runs),
+                            str(args.pack)], check=True)
 
 
 if __name__ == "__main__":
