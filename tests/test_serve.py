@@ -30,11 +30,12 @@ def free_port() -> int:
 
 
 class Running:
-    """An in-process uvicorn server on a free port, stopped at the end."""
+    """An in-process uvicorn server on a free port (zhcoder serve over `model_dir`, or the given `app`)."""
 
-    def __init__(self, model_dir, **options):
-        self.app, self.scheduler = build(str(model_dir), model_name="tiny", api_key=KEY, dtype="float32", **options)
-        self.port = free_port()
+    def __init__(self, model_dir=None, app=None, key=KEY, **options):
+        if app is None:
+            app, self.scheduler = build(str(model_dir), model_name="tiny", api_key=key, dtype="float32", **options)
+        self.app, self.port = app, free_port()
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -42,7 +43,7 @@ class Running:
         while not self.server.started and time.time() < deadline:
             time.sleep(0.05)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key=key or "none", max_retries=0, timeout=60)
 
     def stop(self):
         self.server.should_exit = True
@@ -281,16 +282,9 @@ def test_a_disconnected_client_stops_its_generation(served):
 def test_upstream_proxy_adds_fim_and_infill(served, engine):
     from zhcoder.serve.proxy import create_proxy_app
 
-    app = create_proxy_app(served.url + "/v1", upstream_key=KEY)
-    port = free_port()
-    proxy = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=proxy.run, daemon=True)
-    thread.start()
+    proxy = Running(app=create_proxy_app(served.url + "/v1", upstream_key=KEY), key=None)
     try:
-        deadline = time.time() + 30
-        while not proxy.started and time.time() < deadline:
-            time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        client = proxy.client
         prefix, suffix = "def 库存检查(商品):\n    ", "\n    return 充足\n"
         expected = engine.generate([fim_prompt(prefix, suffix)], SamplingParams(max_new_tokens=10))[0].text
         reply = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10, temperature=0)
@@ -298,7 +292,7 @@ def test_upstream_proxy_adds_fim_and_infill(served, engine):
         streamed = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10,
                                              temperature=0, stream=True)
         assert "".join(c.choices[0].text for c in streamed if c.choices) == expected
-        infill = httpx.post(f"http://127.0.0.1:{port}/infill", timeout=60,
+        infill = httpx.post(proxy.url + "/infill", timeout=60,
                             json={"input_prefix": prefix, "input_suffix": suffix, "n_predict": 10}).json()
         assert infill["content"] == expected
         chat = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
@@ -307,8 +301,7 @@ def test_upstream_proxy_adds_fim_and_infill(served, engine):
         with pytest.raises(openai.NotFoundError):                # the upstream's errors come through
             client.chat.completions.create(model="other", messages=MESSAGES)
     finally:
-        proxy.should_exit = True
-        thread.join(30)
+        proxy.stop()
 
 
 def test_a_full_queue_answers_429(checkpoint):

@@ -65,7 +65,8 @@ from datatrove.pipeline.base import PipelineStep
 from zhcoder import ZhcoderError
 from zhcoder.data.filters import FilterConfig
 from zhcoder.data.steps import (CodeFilters, Decontaminate, DedupIndex, FileReader, LanguageId, Merge,
-                                RecordAdapter, Redact, Signatures, SPLITS, Source, Tokenize, _write_atomic)
+                                RecordAdapter, Redact, Signatures, SPLITS, Source, Tokenize)
+from zhcoder.data.shards import write_json_atomic
 
 RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".mypy_cache"})
@@ -237,8 +238,8 @@ def prepare(config: BuildConfig, restart: bool = False) -> dict:
     tasks = config.tasks or max(MIN_TASKS, math.ceil(size / TASK_BYTES))
     plan = {"tasks": tasks, "files": files, "bytes": size, "sources": [dataclasses.asdict(s) for s in sources],
             "record_files": sum(s.kind != "files" for s in sources)}
-    _write_atomic(work / "plan.json", json.dumps(plan, indent=1, ensure_ascii=False))
-    _write_atomic(saved, json.dumps(settings, indent=1, ensure_ascii=False))   # last: marks a valid plan
+    write_json_atomic(work / "plan.json", plan)
+    write_json_atomic(saved, settings)                 # last: marks a valid plan
     return plan
 
 

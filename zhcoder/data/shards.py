@@ -65,10 +65,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write `data` as JSON through a temporary file, fsync'ed, then renamed over `path`."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=1, ensure_ascii=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -156,7 +157,7 @@ class ShardWriter:
 
     def _write_index(self, complete: bool) -> dict:
         index = self._index(complete)
-        _write_json_atomic(self.dir / INDEX_NAME, index)
+        write_json_atomic(self.dir / INDEX_NAME, index)
         return index
 
     # -- public ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from zhcoder.data.filters import FilterConfig, canonical_language, check, decode, detect_language, is_binary
-from zhcoder.data.shards import FORMAT, INDEX_NAME, VERSION, ShardWriter, read_index, token_dtype
+from zhcoder.data.shards import FORMAT, INDEX_NAME, VERSION, ShardWriter, read_index, token_dtype, write_json_atomic
 
 STAGES = ("clean", "dedup", "tokenize", "merge")
 SPLITS = ("train", "validation")
@@ -54,12 +54,6 @@ def _stable_hash(*parts: Any) -> int:
 def _unit(*parts: Any) -> float:
     """A stable pseudo-random number in [0, 1) from `parts`."""
     return _stable_hash(*parts) / 2**64
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 
@@ -516,7 +510,7 @@ class Merge(PipelineStep):
         totals = {split: merge_split(Path(self.work, "tokens"), self.tasks, Path(self.out), split) for split in SPLITS}
         removed = _merge_removed(Path(self.work), Path(self.out, "removed.jsonl"))
         stats = build_stats(Path(self.work), self.config, totals, removed)
-        _write_atomic(Path(self.out, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+        write_json_atomic(Path(self.out, "stats.json"), stats)
         self.stat_update("tokens", value=sum(t["n_tokens"] for t in totals.values()))
         if data:
             yield from data
@@ -552,7 +546,7 @@ def merge_split(tokens_dir: Path, tasks: int, out: Path, split: str) -> dict:
              "shard_tokens": max((s["n_tokens"] for s in shards), default=0),
              "n_tokens": sum(s["n_tokens"] for s in shards), "n_documents": sum(s["n_documents"] for s in shards),
              "shards": shards}
-    _write_atomic(target / INDEX_NAME, json.dumps(index, indent=1))
+    write_json_atomic(target / INDEX_NAME, index)
     return {"n_tokens": index["n_tokens"], "n_documents": index["n_documents"], "shards": len(shards)}
 
 

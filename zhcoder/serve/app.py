@@ -394,7 +394,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
                     "usage": usage(len(prompt_ids), completions)}
 
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        first = await anext_or_error(events)
+        events = await started(events)
 
         async def stream():
             filters = [ToolCallFilter(tools is not None) for _ in range(body.n)]
@@ -403,9 +403,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             for index in range(body.n):
                 yield sse({**chunk, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                  "finish_reason": None}]})
-            pending = [first] if first is not None else []
-            async for item in chain(pending, events):
-                index, event = item
+            async for index, event in events:
                 piece = filters[index].push(event.get("text", ""))
                 if piece:
                     yield sse({**chunk, "choices": [{"index": index, "delta": {"content": piece},
@@ -477,7 +475,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             return {**head, "choices": choices, "usage": usage(len(prompt_ids), finished)}
 
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        first = await anext_or_error(events)
+        events = await started(events)
 
         async def stream():
             finished = [None] * body.n
@@ -486,7 +484,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
                     yield sse({**head, "choices": [{"index": index, "text": echo, "finish_reason": None,
                                                     "logprobs": None}]})
             offsets = [len(echo)] * body.n
-            async for index, event in chain([first] if first is not None else [], events):
+            async for index, event in events:
                 done = event.get("done")
                 if event.get("text") or done is not None:
                     logprobs = token_logprobs(event, offsets[index]) if body.logprobs is not None and \
@@ -522,10 +520,10 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             return {"content": done.text, "stop": True, "model": server.model_name,
                     "tokens_predicted": len(done.token_ids), "tokens_evaluated": len(prompt_ids),
                     "stop_type": "limit" if done.finish_reason == "length" else "eos"}
-        first = await anext_or_error(events)
+        events = await started(events)
 
         async def stream():
-            async for _, event in chain([first] if first is not None else [], events):
+            async for _, event in events:
                 done = event.get("done")
                 if event.get("text"):
                     yield sse({"content": event["text"], "stop": False})
@@ -538,20 +536,20 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
     return app
 
 
-async def anext_or_error(events):
-    """The first event, awaited before the response starts, so that queue-full or context errors become a proper
-    HTTP error rather than a broken stream."""
+async def started(events):
+    """`events` with its first event already awaited, before the response starts, so that queue-full or context
+    errors become a proper HTTP error rather than a broken stream."""
     try:
-        return await events.__anext__()
+        first = await events.__anext__()
     except StopAsyncIteration:
-        return None
+        first = None
 
-
-async def chain(first: list, rest):
-    for item in first:
-        yield item
-    async for item in rest:
-        yield item
+    async def replay():
+        if first is not None:
+            yield first
+        async for item in events:
+            yield item
+    return replay()
 
 
 def build(model_dir: str, *, model_name: str | None = None, api_key: str | None = None, max_batch: int = 16,

@@ -107,6 +107,21 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
             raise APIError(400, "the body must be a JSON object", code="invalid_json")
         return body
 
+    async def relay(path: str, body: dict, convert) -> StreamingResponse:
+        """The upstream's stream at `path`, each parsed event turned into SSE lines by `convert(events)`; upstream
+        errors surface before the response starts."""
+        context = upstream.stream(path, body)
+        events = await context.__aenter__()
+
+        async def stream():
+            try:
+                async for line in convert(events):
+                    yield line
+            finally:
+                await context.__aexit__(None, None, None)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "upstream": upstream.url}
@@ -131,33 +146,28 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
                     if called:
                         choice["finish_reason"] = "tool_calls"
             return reply
-        context = upstream.stream("/chat/completions", body)
-        events = await context.__aenter__()                 # upstream errors surface before the response starts
 
-        async def stream():
+        async def convert(events):
             filters, texts = {}, {}
-            try:
-                async for chunk in events:
-                    for choice in chunk.get("choices", []):
-                        index, delta = choice.get("index", 0), choice.get("delta", {})
-                        if tools and isinstance(delta.get("content"), str):
-                            texts[index] = texts.get(index, "") + delta["content"]
-                            delta["content"] = filters.setdefault(index, ToolCallFilter(True)).push(delta["content"])
-                        if tools and choice.get("finish_reason") and index in filters:
-                            parsed = parse_tool_calls(texts[index], tools)
-                            if parsed.tool_calls:
-                                calls = [{"index": k, **c.to_openai()} for k, c in enumerate(parsed.tool_calls)]
-                                yield sse({**chunk, "choices": [{"index": index, "delta": {"tool_calls": calls},
-                                                                 "finish_reason": None}]})
-                                choice["finish_reason"] = "tool_calls"
-                            elif filters[index].buffer:
-                                delta["content"] = (delta.get("content") or "") + filters[index].buffer
-                    yield sse(chunk)
-                yield "data: [DONE]\n\n"
-            finally:
-                await context.__aexit__(None, None, None)
+            async for chunk in events:
+                for choice in chunk.get("choices", []):
+                    index, delta = choice.get("index", 0), choice.get("delta", {})
+                    if tools and isinstance(delta.get("content"), str):
+                        texts[index] = texts.get(index, "") + delta["content"]
+                        delta["content"] = filters.setdefault(index, ToolCallFilter(True)).push(delta["content"])
+                    if tools and choice.get("finish_reason") and index in filters:
+                        parsed = parse_tool_calls(texts[index], tools)
+                        if parsed.tool_calls:
+                            calls = [{"index": k, **c.to_openai()} for k, c in enumerate(parsed.tool_calls)]
+                            yield sse({**chunk, "choices": [{"index": index, "delta": {"tool_calls": calls},
+                                                             "finish_reason": None}]})
+                            choice["finish_reason"] = "tool_calls"
+                        elif filters[index].buffer:
+                            delta["content"] = (delta.get("content") or "") + filters[index].buffer
+                yield sse(chunk)
+            yield "data: [DONE]\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return await relay("/chat/completions", body, convert)
 
     @app.post("/v1/completions")
     async def completions(request: HTTPRequest):
@@ -172,18 +182,12 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
             body["prompt"] = fim_prompt(body["prompt"], suffix)
         if not body.get("stream"):
             return await upstream.post("/completions", body)
-        context = upstream.stream("/completions", body)
-        events = await context.__aenter__()
+        async def convert(events):
+            async for chunk in events:
+                yield sse(chunk)
+            yield "data: [DONE]\n\n"
 
-        async def stream():
-            try:
-                async for chunk in events:
-                    yield sse(chunk)
-                yield "data: [DONE]\n\n"
-            finally:
-                await context.__aexit__(None, None, None)
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return await relay("/completions", body, convert)
 
     @app.post("/infill")
     async def infill(body: InfillRequest):
@@ -200,19 +204,13 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
             return {"content": choice["text"], "stop": True, "model": reply.get("model"),
                     "tokens_predicted": usage.get("completion_tokens"), "tokens_evaluated": usage.get("prompt_tokens"),
                     "stop_type": "limit" if choice.get("finish_reason") == "length" else "eos"}
-        context = upstream.stream("/completions", request)
-        events = await context.__aenter__()
+        async def convert(events):
+            async for chunk in events:
+                for choice in chunk.get("choices", []):
+                    if choice.get("text"):
+                        yield sse({"content": choice["text"], "stop": False})
+            yield sse({"content": "", "stop": True})
 
-        async def stream():
-            try:
-                async for chunk in events:
-                    for choice in chunk.get("choices", []):
-                        if choice.get("text"):
-                            yield sse({"content": choice["text"], "stop": False})
-                yield sse({"content": "", "stop": True})
-            finally:
-                await context.__aexit__(None, None, None)
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return await relay("/completions", request, convert)
 
     return app

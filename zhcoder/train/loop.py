@@ -437,7 +437,7 @@ class Trainer:
         path = None
         if self.dist.main:
             self.model_config.torch_dtype = "float32"             # the master weights the shards hold
-            save_model(self._unwrapped(), tmp, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,
+            save_model(self.model, tmp, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,
                        weights=False)
             from safetensors.torch import save_file
 
@@ -477,18 +477,15 @@ class Trainer:
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
 
-            base = self._unwrapped()
+            base = self.model
             adapter = get_peft_model_state_dict(base, state_dict={k: v for k, v in model_state.items()})
             base.peft_config["default"].save_pretrained(str(folder))
             save_file({k: v.contiguous() for k, v in adapter.items()}, folder / "adapter_model.safetensors",
                       metadata={"format": "pt"})
             self.tokenizer.save(folder, chat_template=self.tokenizer.chat_template)
             return
-        save_model(self._unwrapped(), folder, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,
+        save_model(self.model, folder, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,
                    state_dict=model_state)
-
-    def _unwrapped(self):
-        return getattr(self.model, "_orig_mod", self.model)
 
     def _restore(self, resume: str | bool) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
@@ -525,7 +522,7 @@ class Trainer:
 
         if self.config.lora:
             adapter = load_file(folder / "adapter_model.safetensors")
-            names = dict(self._unwrapped().named_parameters())
+            names = dict(self.model.named_parameters())
             state = {}
             for key, value in adapter.items():          # PEFT drops the adapter name ("default") when saving
                 full = key.replace(".lora_A.weight", ".lora_A.default.weight").replace(
