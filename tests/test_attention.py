@@ -48,6 +48,28 @@ def test_packed_sequence_gives_each_document_its_own_logits(family, flex):
     assert (plain[:, 5:] - alone[:, 5:]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("longest", [3, 128, 300, 2000], ids=["tiny-docs", "block-sized", "mixed", "one-doc"])
+def test_block_mask_from_document_ranges_equals_create_block_mask(longest):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from zhcoder.model import document_ids
+    generator = torch.Generator().manual_seed(longest)
+    rows = []
+    for _ in range(3):
+        positions = []
+        while len(positions) < 512:
+            positions += range(int(torch.randint(1, longest + 1, (1,), generator=generator)))
+        rows.append(positions[:512])
+    position_ids = torch.tensor(rows)
+    position_ids[0, 128:256] = torch.arange(128)                          # a document exactly one block long
+    doc = document_ids(position_ids)
+    reference = create_block_mask(lambda b, h, q, k: (doc[b, q] == doc[b, k]) & (k <= q), 3, None, 512, 512)
+    mask = document_block_mask(position_ids)
+    assert torch.equal(mask.to_dense(), reference.to_dense())
+    assert torch.equal(mask.full_kv_num_blocks, reference.full_kv_num_blocks)   # full blocks found as full
+    assert torch.equal(mask.kv_num_blocks, reference.kv_num_blocks)
+
+
 def test_token_classes_follow_the_rules():
     assert [token_class(t) for t in ("\n", "    ", "\t", " ", "):\n", "，", "（", "{", "])", ";", ", ", "x", "")] == \
         [1, 1, 1, 0, 1, 4, 4, 2, 2, 3, 3, 0, 0]

@@ -407,15 +407,36 @@ def document_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 
 
-def document_block_mask(position_ids: torch.Tensor):
-    """The FlexAttention BlockMask of `document_causal_mask` (GPU training: nothing of size T x T is built)."""
+def document_block_mask(position_ids: torch.Tensor, block: int = 128):
+    """The FlexAttention BlockMask of `document_causal_mask`, built from per-block document ranges: nothing of
+    size T x T is built, and no mask_mod is evaluated to find the blocks (create_block_mask does, over B x T x T).
+
+    Document ids never decrease along a row, so a key block before a query block shares a document with it
+    exactly when the key block's last id equals the query block's first; it is full when both hold one and the
+    same document. Diagonal blocks are partial (mask_mod decides inside them)."""
     doc = document_ids(position_ids)
     B, T = doc.shape
 
     def mask_mod(b, h, q_idx, kv_idx):
         return (doc[b, q_idx] == doc[b, kv_idx]) & (kv_idx <= q_idx)
 
-    return create_block_mask(mask_mod, B, None, T, T, device=doc.device)
+    if T % block:
+        return create_block_mask(mask_mod, B, None, T, T, device=doc.device)
+    blocks = doc.view(B, T // block, block)
+    first, last = blocks[..., 0], blocks[..., -1]
+    index = torch.arange(T // block, device=doc.device)
+    before = index[None, :] < index[:, None]                                    # (query block, key block)
+    single = first == last
+    full = before & (single[:, :, None] & single[:, None, :] & (first[:, :, None] == first[:, None, :]))
+    shared = before & (last[:, None, :] == first[:, :, None])
+    partial = (shared & ~full) | torch.eye(T // block, dtype=torch.bool, device=doc.device)
+
+    def sparse(blocks_on: torch.Tensor):
+        order = torch.argsort((~blocks_on).to(torch.int8), dim=-1, stable=True)   # indices of True first
+        return blocks_on.sum(-1, dtype=torch.int32)[:, None], order.to(torch.int32)[:, None]
+
+    return BlockMask.from_kv_blocks(*sparse(partial), *sparse(full), BLOCK_SIZE=block, mask_mod=mask_mod,
+                                    seq_lengths=(T, T))
 
 
 def init_weights(model: QwenForCausalLM, std: float = 0.02, seed: int | None = None) -> None:
