@@ -194,3 +194,44 @@ def test_a_corrupt_checkpoint_and_bad_inputs_get_one_error_line(corpus, tmp_path
     assert mismatch.returncode == 2 and mismatch.stderr.count("\n") == 1 and "rebuild the data" in mismatch.stderr
     no_data = zhcoder("train", "sft", "--data", tmp_path / "missing", "--out", tmp_path / "x", "--model", run / "final")
     assert no_data.returncode == 2 and "data" in no_data.stderr
+
+
+def test_selective_checkpointing_recomputes_no_matmul_and_changes_nothing():
+    """Backward under each checkpointing mode: same loss and gradients; "full" recomputes the layers' matrix
+    products and attention, "selective" recomputes only element-wise ops (the norms' rsqrt, SwiGLU's silu)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from zhcoder.config import ModelConfig
+    from zhcoder.model import QwenForCausalLM, init_weights
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            self.counts[name] = self.counts.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    config = ModelConfig(model_type="qwen3", vocab_size=300, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    generator = torch.Generator().manual_seed(0)
+    ids, labels = (torch.randint(0, 300, (2, 64), generator=generator) for _ in range(2))
+    runs = {}
+    for mode in (False, "selective", "full"):
+        model = QwenForCausalLM(config)
+        init_weights(model, seed=0)
+        model.train().gradient_checkpointing = mode
+        loss = model(ids, labels=labels)
+        with CountOps() as ops:
+            loss.backward()
+        runs[mode] = loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()]), ops.counts
+    (loss, grads, plain), (_, _, selective), (_, _, full) = runs[False], runs["selective"], runs["full"]
+    for mode in ("selective", "full"):
+        assert runs[mode][0] == loss and torch.equal(runs[mode][1], grads)
+    attention = next(name for name in plain if name.startswith("_scaled_dot_product") and name.endswith("backward"))
+    forward_attention = attention.removesuffix("_backward")
+    assert selective["mm"] == plain["mm"] and forward_attention not in selective and "rsqrt" in selective
+    assert full["mm"] > plain["mm"] and full[forward_attention] == config.num_hidden_layers

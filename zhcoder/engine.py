@@ -5,15 +5,20 @@ Sampling follows transformers' order: repetition penalty, temperature, top-k, to
 only at UTF-8 character boundaries, and text that could still become a stop string is held back until it
 cannot, so streamed pieces always concatenate to the final text.
 
+Two decode paths (see `Engine`): the plain one (CPU default) and the fast one (CUDA default: a static KV cache,
+a compiled CUDA-graph decode step, sampling on the device, host reads one step behind the GPU). Ideas from
+pytorch-labs/gpt-fast (static cache, mode="reduce-overhead", sampling without host syncs).
+
     zhcoder complete --model DIR "def quicksort(" --max-new-tokens 64
-    python -m pytest tests/test_engine.py
+    python -m pytest tests/test_engine.py tests/test_fast_decode.py
 """
 
 from __future__ import annotations
 
 import codecs
+import collections
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 
@@ -128,15 +133,224 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
+# ----- the fast path: device-side sampling ---------------------------------------------------------------
+
+M32 = 0xFFFFFFFF
+TOP_LOGPROBS = 20            # alternatives the fast path can report per token (the OpenAI API's maximum)
+MIN_WINDOW = 256             # smallest attention window of a static decode step (windows are powers of two)
+MIN_CACHE = 1024             # smallest static cache length (grown by powers of two when a call needs more)
+# Inductor options of the compiled decode step (besides CUDA graphs). Coordinate-descent tuning makes inductor
+# turn batch-1 matrix-vector products into tuned Triton reductions: per its own comment the way they reach peak
+# bandwidth (gpt-fast sets it too); it costs compile time.
+COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
+
+
+def _mix32_int(x: int) -> int:
+    """lowbias32 (Chris Wellons' hash-prospector): a bijection of 32-bit integers, host side."""
+    x &= M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & M32
+    return x ^ (x >> 16)
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for 0 <= x < 2**32 in int64 without overflowing it (16-bit halves)."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """`_mix32_int` over an int64 tensor of 32-bit values, on any device, compiled or not."""
+    x = x & M32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def row_seed(seed: int, row: int = 0) -> int:
+    """The 32-bit key of row `row`'s random stream under `seed`: a request's tokens depend only on its seed, its
+    row in the call and its logits, so the server (each request a row 0) and `Engine.generate` agree."""
+    return _mix32_int(_mix32_int(_mix32_int(seed) ^ ((seed >> 32) & M32)) ^ row)
+
+
+def gumbel_noise(seed: torch.Tensor, counter: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(rows, vocab) fp32 Gumbel(0, 1) noise from a counter-based hash of (row key, token counter, token id): no
+    generator state, no host sync, the same random bits on every device, eager or inside a CUDA graph."""
+    key = _mix32(seed ^ _mix32(counter))[:, None]
+    ids = torch.arange(vocab, device=seed.device)[None, :]
+    x = _mix32(_mix32(ids + key) ^ _mix32(key ^ 0x5BD1E995))
+    uniform = ((x >> 8).float() + 0.5) * (1.0 / 2**24)                    # in (0, 1), 24 random bits
+    return -torch.log(-torch.log(uniform))
+
+
+class SampleMode(NamedTuple):
+    """What a decode step computes, fixed per compiled graph (Python flags, never tensor values): `sample` (some
+    row has temperature > 0; else pure argmax), `filters` (some row uses top-k / top-p / min-p), `penalty` (some
+    row has a repetition penalty), `logprobs` (report each token's logprob and its top alternatives), `logits`
+    (return the step's logits, for tests and hooks)."""
+
+    sample: bool = False
+    filters: bool = False
+    penalty: bool = False
+    logprobs: bool = False
+    logits: bool = False
+
+    @classmethod
+    def of(cls, params: list[SamplingParams], logprobs: bool = False, logits: bool = False) -> "SampleMode":
+        sampled = [p for p in params if p.temperature > 0]
+        return cls(sample=bool(sampled),
+                   filters=any(p.top_k > 0 or p.top_p < 1 or p.min_p > 0 for p in sampled),
+                   penalty=any(p.repetition_penalty != 1.0 for p in params), logprobs=logprobs, logits=logits)
+
+
+class DecodeState:
+    """The fast path's device state for `rows` sequences: a KVCache of rows x max_len and per row the token to feed
+    next, the cache position it goes to, where the row's tokens start (left padding before), whether it is active
+    (inactive rows are computed but masked and never advance), its sampling settings, the tokens it has seen
+    (repetition penalty) and its random stream (seed key, tokens sampled so far). Allocated once and updated in
+    place: a CUDA graph replays over the same addresses."""
+
+    def __init__(self, config, rows: int, max_len: int, dtype: torch.dtype, device):
+        self.cache = KVCache(config, rows, max_len, dtype, device)
+        self.rows, self.max_len = rows, max_len
+
+        def zeros(*shape, dtype=torch.long):
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        self.tokens = zeros(rows, 1)
+        self.position = zeros(rows)
+        self.start = zeros(rows)
+        self.active = zeros(rows, dtype=torch.bool)
+        self.counter = zeros(rows)
+        self.seed = zeros(rows)
+        self.temperature = zeros(rows, dtype=torch.float32)
+        self.top_k = zeros(rows)
+        self.cut_p = zeros(rows, dtype=torch.float32)              # 1 - top_p (computed on the host, like `sample`)
+        self.min_p = zeros(rows, dtype=torch.float32)
+        self.penalty = torch.ones(rows, dtype=torch.float32, device=device)
+        self.seen = zeros(rows, config.vocab_size, dtype=torch.bool)
+        self.logprob = zeros(rows, dtype=torch.float32)
+        self.top_ids = zeros(rows, TOP_LOGPROBS)
+        self.top_logprobs = zeros(rows, TOP_LOGPROBS, dtype=torch.float32)
+        if torch.device(device).type == "cuda":
+            for t in self.tensors():
+                torch._dynamo.mark_static_address(t)
+
+    FIELDS = ("tokens", "position", "start", "active", "counter", "seed", "temperature", "top_k", "cut_p", "min_p",
+              "penalty", "seen", "logprob", "top_ids", "top_logprobs")
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.cache.tensors() + [getattr(self, name) for name in self.FIELDS]
+
+    def view(self, first: int, stop: int) -> "DecodeState":
+        """Rows first..stop-1 (views: writes land in this state)."""
+        view = DecodeState.__new__(DecodeState)
+        view.cache, view.rows, view.max_len = self.cache.rows(first, stop), stop - first, self.max_len
+        for name in self.FIELDS:
+            setattr(view, name, getattr(self, name)[first:stop])
+        return view
+
+    def configure(self, params: SamplingParams, seeds: list[int]) -> None:
+        """Every row of this state (or view) samples with `params`; row i's random stream is `seeds[i]`."""
+        self.temperature.fill_(params.temperature)
+        self.top_k.fill_(params.top_k)
+        self.cut_p.fill_(1 - params.top_p)
+        self.min_p.fill_(params.min_p)
+        self.penalty.fill_(params.repetition_penalty)
+        self.seed.copy_(_to_device(seeds, torch.long, self.seed.device))
+        self.counter.zero_()
+
+
+def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host list on the device without stalling it (pinned staging, asynchronous copy on CUDA)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def _filter(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
+    """top-k, then top-p, then min-p with per-row settings (0 / 1.0 / 0 = off), as `sample` does them, over one
+    ascending sort: top-k's cut is the k-th largest value, top-p's cumulative sum runs over the same order."""
+    vocab = logits.shape[-1]
+    ordered, order = torch.sort(logits, dim=-1)
+    k = torch.where(state.top_k > 0, state.top_k.clamp(max=vocab), vocab)
+    kth = ordered.gather(1, (vocab - k)[:, None])
+    ordered = ordered.masked_fill(ordered < kth, float("-inf"))
+    cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+    last = torch.arange(vocab, device=logits.device)[None, :] == vocab - 1      # always keep the most likely token
+    remove = (cumulative <= state.cut_p[:, None]) & (state.cut_p[:, None] > 0) & ~last
+    ordered = ordered.masked_fill(remove, float("-inf"))
+    probs = ordered.softmax(dim=-1)
+    ordered = ordered.masked_fill(probs < state.min_p[:, None] * probs[:, -1:], float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, ordered)
+
+
+def sample_rows(logits: torch.Tensor, state: DecodeState, mode: SampleMode) -> torch.Tensor:
+    """The fast path's `sample`: (rows, vocab) fp32 logits -> (rows,) tokens, written to `state.tokens`, with each
+    row's own settings, on the device, no host sync. Repetition penalty, temperature, top-k, top-p, min-p as
+    transformers orders them; a categorical draw by the Gumbel-max trick over `gumbel_noise` (seeded per row)."""
+    if mode.penalty:
+        penalty = state.penalty[:, None]
+        penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+        logits = torch.where(state.seen, penalised, logits)
+    tokens = logits.argmax(dim=-1)
+    if mode.sample:
+        hot = state.temperature > 0
+        scaled = logits / torch.where(hot, state.temperature, 1.0)[:, None]
+        if mode.filters:
+            scaled = _filter(scaled, state)
+        drawn = (scaled + gumbel_noise(state.seed, state.counter, logits.shape[-1])).argmax(dim=-1)
+        tokens = torch.where(hot, drawn, tokens)
+    if mode.penalty:
+        state.seen.scatter_(1, tokens[:, None], True)
+    if mode.logprobs:          # of the penalised logits, before temperature (as the server reports them)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        state.logprob.copy_(log_probs.gather(1, tokens[:, None])[:, 0])
+        top = torch.topk(log_probs, TOP_LOGPROBS, dim=-1)
+        state.top_logprobs.copy_(top.values)
+        state.top_ids.copy_(top.indices)
+    state.tokens.copy_(tokens[:, None])
+    state.counter.add_(state.active.long())
+    return tokens
+
+
 class Engine:
     """Generation over one model and its tokenizer.
+
+    Two decode paths with the same results (greedy tokens identical, logits equal within float tolerance):
+
+    - plain (the default on CPU): a KV cache sized for each call, one step per token sliced to the tokens so far,
+      sampling by `sample` with a torch.Generator; each token is read on the host before the next step.
+    - fast (`fast=True`, the default on CUDA): a static decode step. A `DecodeState` (KV cache + per-row state) is
+      allocated once per batch bucket (rows rounded up to a power of two, length to a power of two >= MIN_CACHE)
+      and reused across calls; the step writes each row's key with a scatter at a tensor position and attends to a
+      fixed window (a power of two >= the call's prompt + new tokens) under the mask `start <= key <= position`,
+      so no shape changes from step to step. Sampling runs on the device (`sample_rows`: per-row settings,
+      counter-based seeded noise, no host sync), and the host reads step t's tokens only after step t+1 is
+      launched (asynchronous copy into pinned memory), so streaming and stop checks overlap the GPU. Prompts are
+      prefilled through the same cache in chunks of `prefill_chunk` tokens. With `compile` (default: on CUDA for
+      dense models; MoE layers route through host-side expert lists) the step is `torch.compile(fullgraph=True,
+      dynamic=False)` with inductor's CUDA graphs (mode="reduce-overhead") and COMPILE_OPTIONS (+
+      `compile_options`), captured once per (batch bucket, cache length, window, SampleMode): the first call of
+      each pays the compile. Seeded sampling is reproducible on the fast path (and equal between `generate` and
+      the server for one prompt), but draws other numbers than the plain path's torch.Generator.
+      At most `max_states` batch buckets keep their state (least recently used dropped).
 
     cpu_transposed_head: on CPU with fp32 weights, keep a (hidden, vocab) copy of the language-model head for
     single-sequence steps: the tall, narrow matrix-vector product runs 2-3x faster in that layout (measured in
     benchmarks/decode_cpu.py), at the cost of one more vocab x hidden matrix in memory.
+
+    logits_hook: when set, called as hook(step, logits) with the (B, vocab) fp32 logits each step produces, before
+    the repetition penalty (step 0 = the prefill's); for tests and debugging.
     """
 
-    def __init__(self, model: QwenForCausalLM, tokenizer, cpu_transposed_head: bool = True):
+    def __init__(self, model: QwenForCausalLM, tokenizer, cpu_transposed_head: bool = True, fast: bool | None = None,
+                 compile: bool | None = None, prefill_chunk: int = 512, compile_backend: str = "inductor",
+                 compile_options: dict | None = None, max_states: int = 4):
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -145,10 +359,27 @@ class Engine:
         use_transposed = (cpu_transposed_head and self.device.type == "cpu" and weight is not None
                           and weight.dtype == torch.float32)
         self._head_t = weight.detach().t().contiguous() if use_transposed else None
+        cuda = self.device.type == "cuda"
+        self.fast = cuda if fast is None else fast
+        config = model.config
+        dense = not any(config.is_moe_layer(i) for i in range(config.num_hidden_layers))
+        self.compile = (self.fast and cuda and dense) if compile is None else compile
+        if self.compile and not self.fast:
+            raise ValueError("compile=True needs the fast decode path (fast=True)")
+        if prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1")
+        self.prefill_chunk, self.compile_backend, self.max_states = prefill_chunk, compile_backend, max_states
+        self.compile_options = dict(compile_options or {})
+        self.logits_hook = None
+        self._states: collections.OrderedDict[int, DecodeState] = collections.OrderedDict()
+        self._compiled_step = None
 
     def logits(self, *args, **kwargs) -> torch.Tensor:
         """The next-token logits (B, vocab) in fp32 after feeding a step to the model."""
         hidden = self.model.hidden_states(*args, last_only=True, **kwargs)[:, -1]
+        return self._head(hidden)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         if self._head_t is not None and hidden.shape[0] == 1:
             return (hidden @ self._head_t).float()
         return self.model.lm_head(hidden).float()
@@ -195,7 +426,7 @@ class Engine:
         finished = [False] * len(encoded)
         steps = self.decode_steps(encoded, params)
         for step, next_tokens in enumerate(steps):
-            for row, token in enumerate(next_tokens.tolist()):
+            for row, token in enumerate(next_tokens):
                 if finished[row]:
                     continue
                 generated[row].append(token)
@@ -221,8 +452,13 @@ class Engine:
                 steps.close()
                 return
 
-    def decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[torch.Tensor]:
+    def decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
         """Yields the next token of every row, one step at a time; the caller stops when it has enough."""
+        if self.fast:
+            return self._fast_decode_steps(prompts, params)
+        return self._plain_decode_steps(prompts, params)
+
+    def _plain_decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
         model, device = self.model, self.device
         B, longest = len(prompts), max(len(p) for p in prompts)
         total = longest + params.max_new_tokens
@@ -248,14 +484,16 @@ class Engine:
         seen = None
         if params.repetition_penalty != 1.0:
             seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
-            seen.scatter_(1, input_ids, valid[:, :longest])
+            seen.scatter_(1, _prompt_ids_only(input_ids, longest - lengths), True)
         logits = self.logits(input_ids, position_ids, mask, cache, 0)
         for step in range(params.max_new_tokens):
+            if self.logits_hook is not None:
+                self.logits_hook(step, logits)
             if seen is not None:
                 penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
                 logits = torch.where(seen, penalised, logits)
             next_tokens = sample(logits, params, generator)
-            yield next_tokens
+            yield next_tokens.tolist()
             if step + 1 == params.max_new_tokens:
                 return
             if seen is not None:
@@ -264,3 +502,146 @@ class Engine:
             if padded:
                 position_ids, mask = (lengths + step)[:, None], valid[:, None, None, : pos + 1]
             logits = self.logits(next_tokens[:, None], position_ids, mask, cache, pos)
+
+    # ----- the fast path ---------------------------------------------------------------------------------
+    def allocate_state(self, rows: int, max_len: int) -> DecodeState:
+        """A DecodeState of `rows` x `max_len` for this model (the server keeps one for its slots)."""
+        return DecodeState(self.model.config, rows, max_len, self.model.model.embed_tokens.weight.dtype, self.device)
+
+    def _state_for(self, batch: int, total: int) -> DecodeState:
+        """The reusable state of this batch size's bucket, grown when a call needs a longer cache."""
+        rows = _bucket(batch)
+        state = self._states.pop(rows, None)
+        if state is None or state.max_len < total:
+            del state                                    # free the old cache before allocating the new one
+            while len(self._states) >= self.max_states:
+                self._states.popitem(last=False)
+            max_len = min(max(_bucket(total), MIN_CACHE), max(self.context_length, total))
+            state = self.allocate_state(rows, max_len)
+        self._states[rows] = state
+        return state
+
+    def prefill(self, state: DecodeState, prompts: list[list[int]], seen: bool = False) -> torch.Tensor:
+        """Left-pad `prompts` into the rows of `state` (a view of as many rows), run them through its cache in
+        chunks of `prefill_chunk` tokens (the same logits as one pass, up to float rounding) and make the rows
+        active at the end of the prompt (with `seen`, also mark the prompt's tokens for the repetition penalty).
+        Returns the last position's logits (B, vocab), fp32."""
+        device, chunk = self.device, self.prefill_chunk
+        longest = max(len(p) for p in prompts)
+        starts = [longest - len(p) for p in prompts]
+        input_ids = _to_device([[0] * s + list(p) for s, p in zip(starts, prompts)], torch.long, device)
+        start = _to_device(starts, torch.long, device)
+        padded = any(starts)
+        hidden = None
+        for first in range(0, longest, chunk):
+            stop = min(first + chunk, longest)
+            queries = torch.arange(first, stop, device=device)
+            position_ids = (queries[None, :] - start[:, None]).clamp(min=0)
+            mask = None
+            if padded or first > 0:                                  # causal, no padding; padding sees itself
+                keys = torch.arange(stop, device=device)[None, None, :]
+                mask = ((keys <= queries[None, :, None]) & (keys >= start[:, None, None])) | \
+                    (keys == queries[None, :, None])
+                mask = mask[:, None]
+            hidden = self.model.hidden_states(input_ids[:, first:stop], position_ids, mask, state.cache, first,
+                                              last_only=True)
+        state.start.copy_(start)
+        state.position.fill_(longest)
+        state.active.fill_(True)
+        if seen:
+            state.seen.zero_()
+            state.seen.scatter_(1, _prompt_ids_only(input_ids, start), True)
+        return self._head(hidden[:, -1])
+
+    def step(self, state: DecodeState, mode: SampleMode) -> torch.Tensor | None:
+        """Launch one decode step over every row of `state` (compiled when `compile`); returns the logits when
+        `mode.logits` (else None: a CUDA graph's outputs live only until its next replay)."""
+        if not self.compile:
+            return self._step(state, mode)
+        if self._compiled_step is None:
+            self._compiled_step = self._compile(self._step)
+        if self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled_step(state, mode)
+
+    def _compile(self, fn):
+        import torch._dynamo
+
+        config = torch._dynamo.config          # one graph per (state shape, window, SampleMode): more than 8
+        config.recompile_limit = max(config.recompile_limit, 64)
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 1024)
+        options = None
+        if self.compile_backend == "inductor":  # mode="reduce-overhead" (CUDA graphs) + COMPILE_OPTIONS
+            options = {**COMPILE_OPTIONS, "triton.cudagraphs": self.device.type == "cuda", **self.compile_options}
+        return torch.compile(fn, backend=self.compile_backend, fullgraph=True, dynamic=False, options=options)
+
+    def _step(self, state: DecodeState, mode: SampleMode) -> torch.Tensor | None:
+        cache, position = state.cache, state.position
+        keys = torch.arange(cache.window, device=position.device)[None, :]
+        mask = ((keys >= state.start[:, None]) & (keys <= position[:, None]))[:, None, None, :]
+        hidden = self.model.hidden_states(state.tokens, (position - state.start)[:, None], mask, cache, position)
+        logits = self._head(hidden[:, -1])
+        sample_rows(logits, state, mode)
+        state.position.copy_((position + state.active.long()).clamp(max=cache.max_len - 1))
+        return logits if mode.logits else None
+
+    def _fast_decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
+        B, longest = len(prompts), max(len(p) for p in prompts)
+        total = longest + params.max_new_tokens
+        full = self._state_for(B, total)
+        full.cache.window = min(full.max_len, _bucket(total, MIN_WINDOW))
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()))
+        full.configure(params, [row_seed(seed, row) for row in range(full.rows)])
+        full.active.fill_(False)                         # rows past the batch: computed, masked, never advancing
+        full.position.zero_()
+        full.start.zero_()
+        state = full.view(0, B)
+        mode = SampleMode.of([params], logits=self.logits_hook is not None)
+        logits = self.prefill(state, prompts, seen=mode.penalty)
+        if self.logits_hook is not None:
+            self.logits_hook(0, logits)
+        sample_rows(logits, state, mode)
+        tokens = full.tokens[:B, 0]
+        previous = HostCopy(tokens)
+        for step in range(1, params.max_new_tokens):
+            logits = self.step(full, mode)
+            if self.logits_hook is not None:
+                self.logits_hook(step, logits[:B].clone())
+            current = HostCopy(tokens)
+            yield previous.read()[0]                     # step - 1's tokens, while this step runs
+            previous = current
+        yield previous.read()[0]
+
+
+def _prompt_ids_only(input_ids: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Left-padded (B, T) ids with each padding id replaced by the row's last token (for marking seen tokens)."""
+    valid = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] >= start[:, None]
+    return torch.where(valid, input_ids, input_ids[:, -1:])
+
+
+def _bucket(n: int, minimum: int = 1) -> int:
+    """The smallest power of two >= max(n, minimum)."""
+    return 1 << (max(n, minimum) - 1).bit_length()
+
+
+class HostCopy:
+    """Host copies of device tensors, taken now and read later: on CUDA an asynchronous copy into pinned memory,
+    ordered after the work queued so far, so the host can read step t's tokens while step t+1 runs."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.values: list | None = None
+        if tensors[0].device.type != "cuda":
+            self.values = [t.tolist() for t in tensors]
+            return
+        self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        for host, t in zip(self.host, tensors):
+            host.copy_(t, non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record()
+
+    def read(self) -> list:
+        """The tensors' values as (nested) lists, waiting for the copy if it has not finished."""
+        if self.values is None:
+            self.done.synchronize()
+            self.values = [host.tolist() for host in self.host]
+        return self.values

@@ -8,14 +8,15 @@ References: Qwen2/Qwen3 technical reports; transformers' modeling_qwen2/qwen3/qw
 
 Training additions: packed sequences attend per document (`document_causal_mask` for SDPA, `document_block_mask`
 for FlexAttention, compiled on GPU); `forward(..., labels=...)` returns the summed cross-entropy computed in
-chunks with in-pass gradients (`chunked_cross_entropy`); `gradient_checkpointing` recomputes each layer in
-backward; the optional code-aware attention bias (zhcoder/code_bias.py) adds a learned per-head bias per key class.
+chunks with in-pass gradients (`chunked_cross_entropy`); `gradient_checkpointing` recomputes each layer in backward
+(all of it, or selectively: all but the matrix products and attention); the optional code-aware attention bias (zhcoder/code_bias.py) adds a learned per-head bias per key class.
 
     python -m pytest tests/test_model.py tests/test_attention.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -117,7 +118,13 @@ def _class_bias(bias: torch.Tensor, key_classes: torch.Tensor):
 
 class KVCache:
     """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each; with the
-    code-aware bias also the token class of every cached key, (batch, max_len)."""
+    code-aware bias also the token class of every cached key, (batch, max_len).
+
+    Two ways to write a step. `start` an int: the step's T tokens go to positions start..start+T-1 of every row and
+    the keys up to there are returned (prefill, and the plain decode loop). `start` a (batch,) tensor: one token per
+    row goes to that row's own position (a scatter) and the first `window` positions of every row are returned:
+    no shape depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position
+    (zhcoder.engine's fast path; the attention mask hides what each row has not written)."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
@@ -126,15 +133,37 @@ class KVCache:
         self.key_classes = torch.zeros(batch_size, max_len, dtype=torch.long, device=device) \
             if config.code_aware_attention else None
         self.max_len = max_len
+        self.window = max_len              # keys a tensor-positioned step attends to (a fixed size: a static shape)
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self) -> list[torch.Tensor]:
+        return self.keys + self.values + ([self.key_classes] if self.key_classes is not None else [])
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A KVCache over rows start..stop-1 (views: writes land in this cache), e.g. for one row's prefill."""
+        view = KVCache.__new__(KVCache)
+        view.keys = [k[start:stop] for k in self.keys]
+        view.values = [v[start:stop] for v in self.values]
+        view.key_classes = self.key_classes[start:stop] if self.key_classes is not None else None
+        view.max_len, view.window = self.max_len, self.window
+        return view
+
+    def update(self, layer: int, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer], self.values[layer]
+        if isinstance(start, torch.Tensor):                      # one token per row, each at its own position
+            index = start.view(-1, 1, 1, 1).expand(k.shape)
+            keys.scatter_(2, index, k)
+            values.scatter_(2, index, v)
+            return keys[:, :, :self.window], values[:, :, :self.window]
         end = start + k.shape[2]
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
-    def update_classes(self, start: int, classes: torch.Tensor) -> torch.Tensor:
+    def update_classes(self, start, classes: torch.Tensor) -> torch.Tensor:
         """Record the token classes of this step's keys (code-aware bias); the classes of every cached key."""
+        if isinstance(start, torch.Tensor):
+            self.key_classes.scatter_(1, start.view(-1, 1), classes)
+            return self.key_classes[:, :self.window]
         end = start + classes.shape[1]
         self.key_classes[:, start:end] = classes
         return self.key_classes[:, :end]
@@ -165,6 +194,22 @@ class Attention(nn.Module):
             mask = torch.ones(T, S, dtype=torch.bool, device=bias.device).tril(S - T)
         return bias.masked_fill(~mask, float("-inf"))
 
+    def _single_query_attention(self, q, k, v, mask, key_classes) -> torch.Tensor:
+        """One query per row against (B, kv_heads, S, D) keys, written out: the query heads that share a key head
+        become that head's query rows, so grouped-query attention reads each cached key once and never expands the
+        cache (SDPA's GQA fallbacks repeat it); softmax in fp32. mask: (B, 1, 1, S) boolean or None. -> (B, 1, H*D)"""
+        B, H, _, D = q.shape
+        groups = H // self.num_kv_heads
+        q = q.reshape(B, self.num_kv_heads, groups, D) * D**-0.5    # head h = kv * groups + g, as repeat_interleave
+        scores = torch.matmul(q, k.transpose(-1, -2)).float()     # (B, kv_heads, groups, S)
+        if key_classes is not None:
+            bias = self.code_bias.float()[:, key_classes].permute(1, 0, 2)            # (B, H, S)
+            scores = scores + bias.reshape(B, self.num_kv_heads, groups, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        y = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # (B, kv_heads, groups, D)
+        return y.reshape(B, 1, H * D)
+
     def forward(self, x, cos, sin, mask=None, kv_cache: KVCache | None = None, start_pos: int = 0,
                 key_classes: torch.Tensor | None = None):
         B, T, _ = x.shape
@@ -179,6 +224,8 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, start_pos, k, v)
+            if T == 1 and isinstance(start_pos, torch.Tensor) and isinstance(kv_cache, KVCache):  # static decode
+                return self.o_proj(self._single_query_attention(q, k, v, mask, key_classes).reshape(B, T, -1))
         gqa = self.num_heads != self.num_kv_heads
         if BlockMask is not None and isinstance(mask, BlockMask):
             score_mod = None if key_classes is None else _class_bias(self.code_bias.to(q.dtype), key_classes)
@@ -273,7 +320,9 @@ class QwenForCausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.gradient_checkpointing = False   # recompute each decoder layer in backward (training only)
+        # training only: True / "full" recomputes each decoder layer in backward; "selective" keeps the matrix
+        # products' and attention's outputs and recomputes only the cheap element-wise ops (norms, RoPE, SwiGLU)
+        self.gradient_checkpointing: bool | str = False
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -319,13 +368,36 @@ class QwenForCausalLM(nn.Module):
                 key_classes = kv_cache.update_classes(start_pos, key_classes)
         for layer in self.model.layers:
             if self.gradient_checkpointing and self.training:
+                context = _keep_matmuls if self.gradient_checkpointing == "selective" else _no_context
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, kv_cache, start_pos,
-                                                      key_classes, use_reentrant=False)
+                                                      key_classes, use_reentrant=False, context_fn=context)
             else:
                 x = layer(x, cos, sin, attention_mask, kv_cache, start_pos, key_classes)
         if last_only:
             x = x[:, -1:]
         return self.model.norm(x)
+
+
+def _no_context():
+    return contextlib.nullcontext(), contextlib.nullcontext()
+
+
+_SAVED_IN_SELECTIVE = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+                       *(getattr(torch.ops.aten, name).default for name in (
+                           "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                           "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+                         if hasattr(torch.ops.aten, name))}
+
+
+def _keep_matmuls():
+    """Selective activation checkpointing: save what the matrix products and attention computed, recompute the
+    rest (the policy of torchtitan's op-level SAC, without its every-other-matmul refinement)."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in _SAVED_IN_SELECTIVE else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 LOSS_CHUNK_BYTES = 2**27      # fp32 logits alive at once in the chunked loss: 128 MiB (~880 tokens at 152K vocab)

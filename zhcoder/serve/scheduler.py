@@ -6,12 +6,21 @@ and drops finished or cancelled ones, so requests join and leave the batch at ev
 active requests use rows 0..n-1 (a finished row is refilled by moving the last one into it), and one decode step
 runs the n rows together, each at its own position, with a mask that lets each row see only its own cache.
 
-Sampling per request is the engine's (zhcoder.engine.sample: repetition penalty, temperature, top-k, top-p,
-min-p, a per-request seed), and so is the text: a TextStream per request releases whole UTF-8 characters and
-holds back possible stop strings. Events go to each request's `on_event` callback from the scheduler thread:
-{"text", "token", "logprob"?, "top_logprobs"?} per token, then {"done": Completion}.
+On the engine's fast path (`Engine(fast=True)`, the default on CUDA) the rows are static instead: a DecodeState
+of `max_batch` slots x `max_len` positions is allocated once, a request keeps its slot from prefill to finish,
+and every step runs all slots with the inactive ones masked, so the compiled, CUDA-graph-captured step is reused
+as requests come and go (one graph per attention window -- a power of two >= the longest active row -- and
+SampleMode). Sampling runs on the device with each slot's own settings, and the host reads step t's tokens after
+step t+1 is launched, so streaming and stop checks overlap the GPU; a finished row is noticed one step late.
+`start(warmup=True)` compiles the greedy step for every window before serving.
 
-    python -m pytest tests/test_serve.py
+Sampling per request is the engine's (zhcoder.engine.sample on the plain path, sample_rows on the fast path:
+repetition penalty, temperature, top-k, top-p, min-p, a per-request seed), and so is the text: a TextStream per
+request releases whole UTF-8 characters and holds back possible stop strings. Events go to each request's
+`on_event` callback from the scheduler thread: {"text", "token", "logprob"?, "top_logprobs"?} per token, then
+{"done": Completion}.
+
+    python -m pytest tests/test_serve.py tests/test_fast_decode.py
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from typing import Callable
 
 import torch
 
-from zhcoder.engine import Completion, ContextLengthError, Engine, SamplingParams, TextStream, sample
+from zhcoder.engine import (MIN_WINDOW, Completion, ContextLengthError, Engine, HostCopy, SampleMode, SamplingParams,
+                            TextStream, _bucket, row_seed, sample, sample_rows)
 from zhcoder.model import KVCache
 
 
@@ -107,6 +117,9 @@ class _Active:
     length: int = 0                        # tokens in the cache row
     last: int = 0                          # the token to feed next
     generated: list = field(default_factory=list)
+    slot: int = -1                         # fast path: the request's row of the DecodeState
+    steps_left: int = 0                    # fast path: decode steps still to launch for it
+    done: bool = False                     # fast path: finished (results of steps in flight are dropped)
 
 
 class Scheduler:
@@ -117,8 +130,13 @@ class Scheduler:
         self.engine = engine
         model = engine.model
         self.max_len = min(max_len or engine.context_length, engine.context_length)
-        dtype = model.model.embed_tokens.weight.dtype
-        self.cache = SlotCache(model.config, max_batch, self.max_len, dtype, engine.device)
+        self.fast = engine.fast
+        if self.fast:                          # static slots: one DecodeState, a request keeps its row
+            self.state = engine.allocate_state(max_batch, self.max_len)
+            self.slots: list[_Active | None] = [None] * max_batch
+        else:
+            dtype = model.model.embed_tokens.weight.dtype
+            self.cache = SlotCache(model.config, max_batch, self.max_len, dtype, engine.device)
         self.max_batch, self.queue_size = max_batch, queue_size
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[_Active] = []
@@ -151,9 +169,33 @@ class Scheduler:
         return {"active": len(self.active), "waiting": len(self.waiting), "max_batch": self.max_batch,
                 "queue_size": self.queue_size, "decode_steps": self.steps}
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="zhcoder-scheduler", daemon=True)
+    def start(self, warmup: bool = False) -> None:
+        """Start the scheduler thread. `warmup` (fast path): first compile and capture the greedy decode step for
+        every attention window (requests wait meanwhile), so no request pays a compile later unless it samples."""
+        target = self._loop
+        if warmup and self.fast:
+            def target():
+                self.warm_up()
+                self._loop()
+        self.thread = threading.Thread(target=target, name="zhcoder-scheduler", daemon=True)
         self.thread.start()
+
+    def warm_up(self, modes: tuple[SampleMode, ...] = (SampleMode(),)) -> None:
+        """Run the fast path's step over the (empty, all inactive) slots for every window and mode: three times
+        each (compile and warm up, capture the CUDA graph, replay). Call it from the thread that decodes: CUDA
+        graph trees are per thread."""
+        window = MIN_WINDOW
+        with torch.inference_mode():
+            while True:
+                self.state.cache.window = min(window, self.max_len)
+                for mode in modes:
+                    for _ in range(3):
+                        self.engine.step(self.state, mode)
+                if window >= self.max_len:
+                    break
+                window *= 2
+            self.state.active.fill_(False)
+            self.state.position.zero_()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new requests, let running ones finish for up to `timeout` seconds, cancel the rest."""
@@ -171,6 +213,8 @@ class Scheduler:
 
     # -- the scheduler thread ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        if self.fast:
+            return self._loop_fast()
         while True:
             with self.condition:
                 while not self.waiting and not self.active and not self.stopping:
@@ -250,15 +294,28 @@ class Scheduler:
             penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
             logits = torch.where(active.seen, penalised, logits)
         token = int(sample(logits[None], params, active.generator)[0])
-        event: dict = {"token": token}
+        logprob = top = None
         if request.logprobs is not None:
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-            event["logprob"] = float(log_probs[token])
+            logprob = float(log_probs[token])
             if request.logprobs > 0:
-                top = torch.topk(log_probs, request.logprobs)
-                event["top_logprobs"] = list(zip(top.indices.tolist(), top.values.tolist()))
+                found = torch.topk(log_probs, request.logprobs)
+                top = list(zip(found.indices.tolist(), found.values.tolist()))
         if active.seen is not None:
             active.seen[token] = True
+        return self._emit(active, token, logprob, top)
+
+    def _emit(self, active: _Active, token: int, logprob: float | None = None, top: list | None = None) -> bool:
+        """Report one sampled token of a request (text, stop checks); True when the request is done."""
+        request, params = active.request, active.request.params
+        if request.cancelled:
+            request.on_event({"done": None, "cancelled": True})
+            return True
+        event: dict = {"token": token}
+        if request.logprobs is not None:
+            event["logprob"] = logprob
+            if request.logprobs > 0:
+                event["top_logprobs"] = top
         active.generated.append(token)
         active.last = token
         stream, reason = active.stream, None
@@ -277,3 +334,103 @@ class Scheduler:
             request.on_event({"done": Completion(stream.text, active.generated, len(request.prompt_ids), reason)})
             return True
         return False
+
+    # -- the fast path: static slots, one step in flight ------------------------------------------------------
+    def _loop_fast(self) -> None:
+        in_flight: collections.deque = collections.deque()   # launched steps: (HostCopy, rows), oldest first
+        while True:
+            with self.condition:
+                while not self.waiting and not self.active and not in_flight and not self.stopping:
+                    self.condition.wait()
+                if self.stopping and not self.waiting and not self.active and not in_flight:
+                    return
+                admitted = []
+                while self.waiting and len(self.active) + len(admitted) < self.max_batch:
+                    admitted.append(self.waiting.popleft())
+            try:
+                with torch.inference_mode():
+                    started = []
+                    while admitted:
+                        begun = self._start(admitted[0])
+                        admitted.pop(0)
+                        if begun is not None:
+                            started.append(begun)
+                    running = [a for a in self.active if a.steps_left > 0]
+                    if running:
+                        in_flight.append(self._launch(running))
+                    for active, first in started:                   # first tokens, sampled at prefill
+                        self._deliver(active, first.read(), 0)
+                    while len(in_flight) > (1 if running else 0):   # read step t while step t+1 runs
+                        copy, rows = in_flight.popleft()
+                        values = copy.read()
+                        for index, active in enumerate(rows):
+                            self._deliver(active, values, index)
+            except Exception as error:                   # never leave a client waiting forever
+                for active in self.active:
+                    self._fail(active.request, error)
+                for request in admitted:
+                    self._fail(request, error)
+                self.active, self.slots = [], [None] * self.max_batch
+                in_flight.clear()
+                self.state.active.fill_(False)
+
+    def _start(self, request: Request) -> tuple[_Active, HostCopy] | None:
+        """Prefill a request into a free slot and sample its first token there; None if it was cancelled."""
+        if request.cancelled:
+            request.on_event({"done": None, "cancelled": True})
+            return None
+        params, engine = request.params, self.engine
+        slot = self.slots.index(None)
+        row = self.state.view(slot, slot + 1)
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()))
+        row.configure(params, [row_seed(seed, 0)])
+        mode = SampleMode.of([params], logprobs=request.logprobs is not None)
+        logits = engine.prefill(row, [request.prompt_ids], seen=mode.penalty)
+        sample_rows(logits, row, mode)
+        stop_ids = set(engine.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
+        active = _Active(request, TextStream(params.stop), None, None, stop_ids, length=len(request.prompt_ids),
+                         slot=slot, steps_left=params.max_new_tokens - 1)
+        if active.steps_left == 0:
+            self.state.active[slot] = False
+        self.slots[slot] = active
+        self.active.append(active)
+        return active, self._copy(row, mode)
+
+    def _copy(self, state, mode: SampleMode) -> HostCopy:
+        if mode.logprobs:
+            return HostCopy(state.tokens[:, 0], state.logprob, state.top_ids, state.top_logprobs)
+        return HostCopy(state.tokens[:, 0])
+
+    def _launch(self, running: list[_Active]) -> tuple[HostCopy, list]:
+        """One decode step over all slots (the running rows advance, the rest are masked)."""
+        window = min(self.max_len, _bucket(max(a.length for a in running) + 1, MIN_WINDOW))
+        self.state.cache.window = window
+        mode = SampleMode.of([a.request.params for a in running],
+                             logprobs=any(a.request.logprobs is not None for a in running))
+        self.engine.step(self.state, mode)
+        copy = self._copy(self.state, mode)
+        self.steps += 1
+        self.batch_sizes[len(running)] += 1
+        rows: list = [None] * self.max_batch
+        for active in running:
+            rows[active.slot] = active
+            active.length += 1
+            active.steps_left -= 1
+            if active.steps_left == 0:                    # its last token is in flight: stop advancing the row
+                self.state.active[active.slot] = False
+        return copy, rows
+
+    def _deliver(self, active: _Active | None, values: list, index: int) -> None:
+        """Report the token (and logprobs) at `index` of a step's host copy to the request that ran there."""
+        if active is None or active.done:
+            return
+        token = values[0][index]
+        logprob = top = None
+        if active.request.logprobs is not None:
+            logprob = values[1][index]
+            top = list(zip(values[2][index], values[3][index]))[:active.request.logprobs]
+        if self._emit(active, token, logprob, top):
+            active.done = True
+            self.state.active[active.slot] = False
+            self.slots[active.slot] = None
+            self.active.remove(active)

@@ -78,8 +78,8 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     precision: str = "auto"                 # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    gradient_checkpointing: bool = False
-    compile: bool = False
+    gradient_checkpointing: bool | str = False   # True / "full": recompute each layer; "selective": all but matmuls
+    compile: bool = False                        # torch.compile each decoder layer
     seed: int = 0
     save_every: int = 500
     keep_last: int = 2
@@ -114,6 +114,9 @@ class TrainConfig:
         if min(self.seq_len, self.batch_size, self.grad_accum, self.steps, self.save_every, self.eval_every,
                self.log_every) < 1:
             raise TrainError("seq_len, batch_size, grad_accum, steps, save_every, eval_every and log_every must be >= 1")
+        if self.gradient_checkpointing not in (False, True, "full", "selective"):
+            raise TrainError(f"gradient_checkpointing must be true, false, \"full\" or \"selective\", got "
+                             f"{self.gradient_checkpointing!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         return self
@@ -371,8 +374,10 @@ class Trainer:
             fully_shard(model, mp_policy=policy)
         else:
             model.to(device)
-        if self.config.compile:
-            model.compile()
+        if self.config.compile:                  # per block, as torchtitan does: one small graph, compiled once
+            base = model.get_base_model() if self.config.lora else model
+            for layer in base.model.layers:
+                layer.compile()
         return model
 
     def _optimizer(self) -> torch.optim.Optimizer:

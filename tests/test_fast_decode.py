@@ -1,0 +1,264 @@
+"""The engine's fast decode path (static cache, device sampling, lagged host reads) against the plain path, on
+CPU with compile off: the same code the GPU compiles. Plus the scheduler on the fast path and gpu_suite --tiny."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import zhcoder.engine as engine_module
+from zhcoder.config import ModelConfig
+from zhcoder.engine import (Engine, SampleMode, SamplingParams, _filter, _mix32, _mix32_int, gumbel_noise, row_seed,
+                            sample, sample_rows)
+from zhcoder.model import QwenForCausalLM, init_weights
+from zhcoder.serve.scheduler import Request, Scheduler
+
+VOCAB = 300
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning workers can make
+    these steps 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class StubTokenizer:
+    vocab_size = VOCAB
+    stop_token_ids: list[int] = []
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([97 + token_id % 26])
+
+
+def model(family: str = "qwen3", code_bias: bool = False, seed: int = 0) -> QwenForCausalLM:
+    shapes = {"qwen2": dict(model_type="qwen2", attention_bias=True, tie_word_embeddings=True),
+              "qwen3": dict(model_type="qwen3", head_dim=24, tie_word_embeddings=False),
+              "qwen3_moe": dict(model_type="qwen3_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)}
+    config = ModelConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, code_aware_attention=code_bias,
+                         **shapes[family])
+    m = QwenForCausalLM(config)
+    init_weights(m, std=0.15, seed=seed)                       # a large std: confident, varied greedy tokens
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias") or name.endswith("code_bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        if code_bias:
+            m.model.code_token_class.copy_(torch.randint(0, 5, (VOCAB,), generator=g, dtype=torch.uint8))
+    return m.eval()
+
+
+def prompts(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def run(engine, batch, **params):
+    """Tokens of every row, and the logits of every step (B, vocab)."""
+    logits = []
+    engine.logits_hook = lambda step, x: logits.append(x.clone())
+    out = [c.token_ids for c in engine.generate(batch, SamplingParams(stop_token_ids=[], **params))]
+    engine.logits_hook = None
+    return out, torch.stack(logits)
+
+
+@pytest.mark.parametrize("family,code_bias", [("qwen3", False), ("qwen2", False), ("qwen3", True),
+                                              ("qwen3_moe", False)])
+def test_fast_path_equals_plain_path(family, code_bias):
+    m = model(family, code_bias)
+    plain = Engine(m, StubTokenizer(), fast=False)
+    fast = Engine(m, StubTokenizer(), fast=True, compile=False, prefill_chunk=4)    # chunks < every long prompt
+    n = 6 if family == "qwen3_moe" else 14                                        # eager MoE is slow
+    for batch in (prompts([11]), prompts([5, 13, 1], seed=1)):                      # alone; left-padded, 3 -> 4 rows
+        tokens, logits = run(plain, batch, max_new_tokens=n)
+        fast_tokens, fast_logits = run(fast, batch, max_new_tokens=n)
+        assert fast_tokens == tokens
+        torch.testing.assert_close(fast_logits, logits, atol=2e-4, rtol=1e-4)
+    assert len({tuple(t) for t in tokens}) == 3                                     # the rows differ
+    penalised = run(plain, batch, max_new_tokens=n, repetition_penalty=1.6)[0]
+    assert run(fast, batch, max_new_tokens=n, repetition_penalty=1.6)[0] == penalised
+
+
+def test_chunked_prefill_equals_one_pass_and_the_cache_is_reused(monkeypatch):
+    m = model("qwen3", code_bias=True)
+    batch = prompts([40, 23, 7], seed=2)
+    one = Engine(m, StubTokenizer(), fast=True, compile=False, prefill_chunk=512)
+    tokens, logits = run(one, batch, max_new_tokens=8)
+    for chunk in (3, 16):
+        chunked = Engine(m, StubTokenizer(), fast=True, compile=False, prefill_chunk=chunk)
+        chunked_tokens, chunked_logits = run(chunked, batch, max_new_tokens=8)
+        assert chunked_tokens == tokens
+        torch.testing.assert_close(chunked_logits, logits, atol=2e-4, rtol=1e-4)
+    state = one._states[4]
+    assert run(one, batch, max_new_tokens=8)[0] == tokens          # again through the same (dirty) state
+    assert one._states[4] is state and state.max_len == 1024 and state.cache.window == 256
+    monkeypatch.setattr(engine_module, "MIN_CACHE", 16)
+    monkeypatch.setattr(engine_module, "MIN_WINDOW", 8)
+    small = Engine(m, StubTokenizer(), fast=True, compile=False, prefill_chunk=16)
+    assert run(small, batch, max_new_tokens=8)[0] == tokens
+    assert small._states[4].max_len == 64 and small._states[4].cache.window == 64
+    assert run(small, [p[:5] for p in batch], max_new_tokens=8)[0]
+    assert small._states[4].max_len == 64 and small._states[4].cache.window == 16
+    longer = run(small, batch, max_new_tokens=30)[0]                # a longer call grows the cache
+    assert small._states[4].max_len == 128 and [t[:8] for t in longer] == tokens
+
+
+def test_seeded_sampling_on_the_fast_path():
+    m = model("qwen3")
+    fast = Engine(m, StubTokenizer(), fast=True, compile=False)
+    batch = prompts([6, 3], seed=3)
+    go = lambda **kw: [c.token_ids for c in fast.generate(batch, SamplingParams(  # noqa: E731
+        max_new_tokens=12, stop_token_ids=[], **kw))]
+    greedy = go()
+    assert go(temperature=1.0, seed=1) == go(temperature=1.0, seed=1)
+    assert go(temperature=1.0, seed=1) != go(temperature=1.0, seed=2)
+    assert go(temperature=0.7, top_k=1, seed=3) == greedy               # top-k 1 is greedy
+    assert go(temperature=0.7, top_p=1e-6, seed=4) == greedy            # top-p keeps only the best token
+    assert go(temperature=0.7, min_p=1.0, seed=5) == greedy
+    assert all(len(set(row)) == len(row) for row in go(repetition_penalty=50.0, temperature=0.5, seed=6))
+    alone = fast.generate(batch[:1], SamplingParams(max_new_tokens=12, stop_token_ids=[], temperature=1.0, seed=7))
+    assert alone[0].token_ids == go(temperature=1.0, seed=7)[0]         # a row's stream: its seed and row only
+
+
+def test_hash_noise_and_filters_follow_the_plain_sampler(monkeypatch):
+    values = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 123456789])
+    assert _mix32(values).tolist() == [_mix32_int(v) for v in values.tolist()]
+    noise = gumbel_noise(torch.tensor([row_seed(1), row_seed(2)]), torch.tensor([0, 5]), 50_000)
+    assert noise.isfinite().all() and abs(float(noise.mean()) - 0.5772) < 0.02         # Euler-Mascheroni
+    assert abs(float(torch.corrcoef(noise)[0, 1])) < 0.03
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 40, generator=g) * 2
+    settings = [(0, 1.0, 0.0), (3, 1.0, 0.0), (0, 0.8, 0.0), (0, 1.0, 0.1), (5, 0.9, 0.05), (1, 0.5, 0.0)]
+    state = Engine(model(), StubTokenizer(), fast=True, compile=False).allocate_state(6, 8)
+    for row, (k, p, min_p) in enumerate(settings):
+        state.view(row, row + 1).configure(SamplingParams(temperature=1.0, top_k=k, top_p=p, min_p=min_p), [row])
+    captured = []
+    monkeypatch.setattr(torch, "multinomial", lambda probs, n, generator=None: captured.append(probs) or
+                        probs.argmax(-1, keepdim=True))
+    for row, (k, p, min_p) in enumerate(settings):
+        sample(logits[row:row + 1], SamplingParams(temperature=1.0, top_k=k, top_p=p, min_p=min_p), None)
+    expected = torch.cat(captured)
+    torch.testing.assert_close(_filter(logits, state).softmax(-1), expected, atol=1e-6, rtol=0)
+
+    # the Gumbel-max draw is a draw from those probabilities: 4000 rows, each its own stream
+    rows = 4000
+    big = Engine(model(), StubTokenizer(), fast=True, compile=False).allocate_state(rows, 8)
+    big.configure(SamplingParams(temperature=0.5, top_k=4), [row_seed(9, r) for r in range(rows)])
+    big.active.fill_(True)
+    tokens = sample_rows(logits[1:2].expand(rows, -1), big, SampleMode(sample=True, filters=True))
+    frequency = torch.bincount(tokens, minlength=40).float() / rows
+    probs = _filter(logits[1:2] / 0.5, big.view(0, 1)).softmax(-1)[0]
+    assert (frequency - probs).abs().max() < 0.03 and int((frequency > 0).sum()) == 4
+    assert big.counter.eq(1).all()
+
+
+def test_compiled_step_is_one_graph():
+    """fullgraph tracing of every branch of the step (dynamo + AOT autograd, no inductor: fast on CPU)."""
+    m = model("qwen3", code_bias=True)
+    batch = prompts([9, 4], seed=4)
+    params = dict(max_new_tokens=5, temperature=0.8, top_k=20, top_p=0.9, min_p=0.01, repetition_penalty=1.2, seed=1)
+    compiled = Engine(m, StubTokenizer(), fast=True, compile=True, compile_backend="aot_eager")
+    eager = Engine(m, StubTokenizer(), fast=True, compile=False)
+    tokens, logits = run(compiled, batch, **params)
+    eager_tokens, eager_logits = run(eager, batch, **params)
+    assert tokens == eager_tokens
+    torch.testing.assert_close(logits, eager_logits, atol=1e-4, rtol=1e-4)
+    # the server's step, warmed up, with logprobs (one more graph)
+    scheduler = Scheduler(compiled, max_batch=2, max_len=256)
+    events = []
+    done = threading.Event()
+
+    def on_event(event):
+        events.append(event)
+        if "done" in event:
+            done.set()
+
+    scheduler.start(warmup=True)
+    single = SamplingParams(stop_token_ids=[], **params)
+    scheduler.submit(Request(batch[0], single, on_event, logprobs=2))
+    assert done.wait(60)
+    scheduler.stop()
+    expected = eager.generate(batch[:1], single)[0].token_ids
+    assert [e["token"] for e in events if "token" in e] == expected == events[-1]["done"].token_ids
+    assert all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in events if "token" in e)
+
+
+def serve(engine, batch, params, logprobs=None, max_batch=3):
+    scheduler = Scheduler(engine, max_batch=max_batch, max_len=256)
+    scheduler.start()
+    results, events, done = {}, {i: [] for i in range(len(batch))}, threading.Event()
+
+    def deliver(i):
+        def on_event(event):
+            events[i].append(event)
+            if "done" in event:
+                results[i] = event["done"]
+                if len(results) == len(batch):
+                    done.set()
+        return on_event
+
+    for i, (ids, p) in enumerate(zip(batch, params)):
+        scheduler.submit(Request(ids, p, deliver(i), logprobs=logprobs[i] if logprobs else None))
+    assert done.wait(60)
+    scheduler.stop()
+    return results, events, scheduler
+
+
+def test_scheduler_on_the_fast_path_equals_the_engine():
+    m = model("qwen3", code_bias=True)
+    fast = Engine(m, StubTokenizer(), fast=True, compile=False)
+    plain = Engine(m, StubTokenizer(), fast=False)
+    batch = prompts([5, 13, 1, 9, 30, 2], seed=5)
+    params = [SamplingParams(max_new_tokens=n, stop_token_ids=[]) for n in (20, 7, 1, 25, 12, 5)]
+    params[1] = SamplingParams(max_new_tokens=7, stop_token_ids=[], temperature=0.9, seed=5, top_p=0.8)
+    params[3] = SamplingParams(max_new_tokens=25, stop_token_ids=[], repetition_penalty=1.5)
+    results, events, scheduler = serve(fast, batch, params, logprobs=[2, None, None, 0, None, None])
+    assert scheduler.fast and scheduler.steps < sum(p.max_new_tokens for p in params)
+    assert sum(n for size, n in scheduler.batch_sizes.items() if size > 1) > 0      # requests shared steps
+    for i, (ids, p) in enumerate(zip(batch, params)):
+        expected = fast.generate([ids], p)[0]
+        assert results[i].token_ids == expected.token_ids and results[i].text == expected.text
+        if p.temperature == 0:
+            assert expected.token_ids == plain.generate([ids], p)[0].token_ids
+    reference = Scheduler(plain, max_batch=3, max_len=256)                         # logprobs as the plain server
+    tokens = [e for e in events[0] if "token" in e]
+    assert [e["token"] for e in tokens] == results[0].token_ids and all(len(e["top_logprobs"]) == 2 for e in tokens)
+    assert tokens[0]["top_logprobs"][0][0] == tokens[0]["token"]                   # greedy: the best is the token
+    logits = []
+    plain.logits_hook = lambda step, x: logits.append(x[0])
+    plain.generate([batch[0]], params[0])
+    plain.logits_hook = None
+    log_probs = torch.log_softmax(torch.stack(logits), -1)
+    ours = torch.tensor([e["logprob"] for e in tokens])
+    torch.testing.assert_close(ours, log_probs.gather(1, torch.tensor(results[0].token_ids)[:, None])[:, 0],
+                               atol=1e-4, rtol=1e-4)
+    assert "top_logprobs" not in [e for e in events[3] if "token" in e][0]
+    assert not reference.fast
+
+
+def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
+    out = tmp_path / "suite.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    import json
+    results = json.loads(out.read_text())
+    parts = {r["part"] for r in results["results"]}
+    assert {"copy_bandwidth", "decode", "prefill", "train"} <= parts
+    decode = [r for r in results["results"] if r["part"] == "decode" and "tok_s" in r]
+    assert {r["system"] for r in decode} >= {"zhcoder", "transformers eager", "transformers static"}
+    assert "| shape |" in done.stdout
