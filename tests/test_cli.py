@@ -67,6 +67,22 @@ def test_complete_json_matches_the_engine(tiny):
     assert out["text"] == tokenizer.decode([t for t in out["token_ids"] if t not in stop_ids and t < tokenizer.vocab_size])
 
 
+def test_complete_decode_paths_and_quantize(tiny):
+    """--decode fast gives the plain path's greedy tokens; --quantize int8 runs the engine over zhcoder.quant's
+    int8 model, exactly as the library would."""
+    from zhcoder.quant import quantize_model
+
+    prompt = "def 加法(a, b):\n    "
+    runs = {}
+    for flags in (["--decode", "plain"], ["--decode", "fast", "--no-compile"], ["--quantize", "int8"]):
+        result = zhcoder("complete", "--model", tiny, prompt, "-n", "8", "--json", "--dtype", "float32", *flags)
+        assert result.returncode == 0, result.stderr
+        runs[flags[-1]] = json.loads(result.stdout)["token_ids"]
+    assert runs["--no-compile"] == runs["plain"]
+    engine = Engine(quantize_model(load_model(tiny, dtype="float32"), "int8"), Tokenizer.from_dir(tiny))
+    assert runs["int8"] == engine.generate([prompt], SamplingParams(max_new_tokens=8))[0].token_ids
+
+
 def test_complete_reads_file_and_stdin_and_streams(tiny, tmp_path):
     file = tmp_path / "prompt.py"
     file.write_text("import os\n")

@@ -148,7 +148,8 @@ def test_endpoint_subject_keeps_finished_work_when_the_endpoint_fails(server, tm
 
 def test_usage_errors(tmp_path):
     for args, message in [
-        (["eval", "humaneval", "--out", tmp_path], "exactly one of --samples"),
+        (["eval", "humaneval", "--samples", QWEN_HE, "--endpoint", "http://127.0.0.1:9/v1", "--out", tmp_path],
+         "give one of --samples"),
         (["eval", "nosuchtask", "--samples", QWEN_HE, "--out", tmp_path], "unknown task"),
         (["eval", "humaneval", "--samples", QWEN_HE], "--out DIR is required"),
         (["eval", "report", tmp_path / "missing"], "no summary.json"),

@@ -137,3 +137,34 @@ def test_unreachable_endpoint_fails_clearly_after_retries():
     endpoint = Endpoint(f"http://127.0.0.1:{port}/v1", "qwen", GenerationSettings(), retries=1, timeout_s=5)
     with pytest.raises(EndpointError, match="failed after 2 attempts"):
         list(endpoint.generate([(PROBLEM, 0)]))
+
+
+def test_local_model_scores_a_prompt_over_its_context_as_empty_and_goes_on(tmp_path):
+    """A prompt that does not fit the model's context (with max_new_tokens) must not stop the run: that sample
+    is empty (a failure), the others are generated exactly as the engine generates them."""
+    import torch
+
+    from zhcoder.checkpoint import save_model
+    from zhcoder.config import ModelConfig
+    from zhcoder.engine import Engine, SamplingParams
+    from zhcoder.eval.subjects import LocalModel
+    from zhcoder.eval.tasks import Problem
+    from zhcoder.model import QwenForCausalLM, init_weights
+    from zhcoder.tokenizer import Tokenizer
+
+    config = ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         max_position_embeddings=64, torch_dtype="float32")
+    model = QwenForCausalLM(config)
+    init_weights(model, std=0.2, seed=0)
+    save_model(model, tmp_path / "m", tokenizer=Tokenizer.qwen())
+    problems = [Problem(f"t/{i}", prompt, "", None, None, []) for i, prompt in
+                enumerate(["def f(x):\n", "x = 1\n" * 40, "def g():\n"])]
+    subject = LocalModel(str(tmp_path / "m"), GenerationSettings(max_new_tokens=8), batch_size=3)
+    samples = list(subject.generate([(p, 0) for p in problems]))
+    assert [s.task_id for s in samples] == ["t/0", "t/1", "t/2"] and subject.too_long == 1
+    assert samples[1].completion == ""
+    engine = Engine(model.eval(), Tokenizer.qwen())
+    with torch.no_grad():
+        expected = engine.generate(["def f(x):\n", "def g():\n"], SamplingParams(max_new_tokens=8))
+    assert [samples[0].completion, samples[2].completion] == [c.text for c in expected]

@@ -5,12 +5,16 @@ files one by one, so peak memory stays close to the weights' size. Pickled weigh
 never unpickled. Saving writes the layout transformers reads (`model.safetensors` or shards with
 `model.safetensors.index.json`, metadata format=pt, tied lm_head left out).
 
+The embedded default model, zhcoder-nano (models/zhcoder-nano in the repository), is what every command uses when
+neither --model nor $ZHCODER_MODEL names one (`default_model`).
+
     zhcoder init --preset qwen3-0.6b --layers 2 /tmp/tiny && zhcoder info /tmp/tiny
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -26,8 +30,22 @@ SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "consolidated.pth")
 
 
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "models" / "zhcoder-nano"
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder zhcoder cannot load; the message says what is wrong and what to do."""
+
+
+def default_model(model: str | Path | None = None) -> str:
+    """The model a command uses: the one given, else $ZHCODER_MODEL, else the embedded zhcoder-nano."""
+    chosen = model or os.environ.get("ZHCODER_MODEL")
+    if chosen:
+        return str(chosen)
+    if not (EMBEDDED_MODEL / "config.json").exists():
+        raise CheckpointError(f"no model given (--model DIR or $ZHCODER_MODEL) and the embedded zhcoder-nano is "
+                              f"missing from {EMBEDDED_MODEL}")
+    return str(EMBEDDED_MODEL)
 
 
 def resolve_dtype(name: str | torch.dtype | None, config: ModelConfig) -> torch.dtype:
@@ -130,6 +148,9 @@ def save_model(
     """Write a HF checkpoint folder transformers loads: config.json, safetensors (sharded past max_shard_bytes).
     `state_dict` replaces the model's own (e.g. the full state gathered from an FSDP-sharded model); with
     `weights=False` only config, generation config and tokenizer are written (the weights come from elsewhere)."""
+    if getattr(model, "quantization", None):
+        raise CheckpointError("a quantized model (zhcoder.quant) cannot be saved as a checkpoint: save the float "
+                              "model and quantize after loading (--quantize)")
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config

@@ -32,7 +32,8 @@ class UsageError(ValueError):
 
 
 # ----- shared options ----------------------------------------------------------------------------------
-ModelOption = typer.Option(None, "--model", "-m", help="checkpoint folder (default: $ZHCODER_MODEL)")
+ModelOption = typer.Option(None, "--model", "-m", help="checkpoint folder (default: $ZHCODER_MODEL, else the embedded "
+                                                      "zhcoder-nano)")
 DtypeOption = typer.Option("auto", help="auto (as stored), float32, bfloat16 or float16")
 MaxNewTokens = typer.Option(256, "--max-new-tokens", "-n", help="tokens to generate at most")
 Temperature = typer.Option(0.0, help="0 = greedy")
@@ -43,20 +44,38 @@ RepetitionPenalty = typer.Option(1.0, "--repetition-penalty")
 Seed = typer.Option(None, help="random seed for sampling")
 Stop = typer.Option(None, "--stop", help="stop string (repeatable)")
 JsonFlag = typer.Option(False, "--json", help="print one JSON object instead of streaming text")
+DecodeOption = typer.Option("auto", "--decode", help="auto (fast on CUDA), fast (static cache, device-side "
+                            "sampling) or plain")
+CompileOption = typer.Option(None, "--compile/--no-compile", help="torch.compile the fast decode step (default: on CUDA)")
+QuantizeOption = typer.Option(None, "--quantize", help="int8 or int4 weight-only linear layers (zhcoder.quant; on CPU "
+                              "int8 is fast with --dtype bfloat16)")
 
 
-def _load(model: Optional[str], dtype: str):
-    from .checkpoint import load_model
+def _quantize(model, mode: Optional[str]):
+    if mode:
+        from .quant import quantize_model
+
+        quantize_model(model, mode=mode)
+    return model
+
+
+def _decode_path(decode: str, compile: Optional[bool]) -> dict:
+    if decode not in ("auto", "fast", "plain"):
+        raise UsageError(f"--decode must be auto, fast or plain, not {decode!r}")
+    return {"fast": {"auto": None, "fast": True, "plain": False}[decode], "compile": compile}
+
+
+def _load(model: Optional[str], dtype: str, decode: str = "auto", compile: Optional[bool] = None,
+          quantize: Optional[str] = None):
+    from .checkpoint import default_model, load_model
     from .engine import Engine
     from .tokenizer import Tokenizer
 
-    model = model or os.environ.get("ZHCODER_MODEL")
-    if not model:
-        raise UsageError("no model given: pass --model DIR or set ZHCODER_MODEL (zhcoder init makes a test checkpoint)")
+    model = default_model(model)
     loaded = load_model(model, dtype=dtype)
     if not Path(model, "tokenizer.json").exists():
         raise UsageError(f"no tokenizer.json in {model}")
-    return Engine(loaded, Tokenizer.from_dir(model))
+    return Engine(_quantize(loaded, quantize), Tokenizer.from_dir(model), **_decode_path(decode, compile))
 
 
 def _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop):
@@ -97,12 +116,14 @@ def _read(value: Optional[str], file: Optional[Path], what: str) -> Optional[str
 
 # ----- verbs -------------------------------------------------------------------------------------------
 @app.command()
-def info(model: str = typer.Argument(..., help="checkpoint folder or preset name"),
+def info(model: Optional[str] = typer.Argument(None, help="checkpoint folder or preset name (default: the default "
+                                                          "model)"),
          as_json: bool = JsonFlag):
     """Family, shapes, parameter count (total and active for MoE), dtype and memory needed."""
-    from .checkpoint import load_config
+    from .checkpoint import default_model, load_config
     from .config import DTYPE_BYTES, PRESETS, preset
 
+    model = default_model(model)
     config = preset(model) if model.lower() in PRESETS and not Path(model).exists() else load_config(model)
     total, active = config.num_parameters(), config.num_parameters(active=True)
     weight_bytes = total * DTYPE_BYTES.get(config.torch_dtype, 2)
@@ -182,7 +203,8 @@ def complete(prompt: Optional[str] = typer.Argument(None, help="prompt text (or 
              model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_tokens: int = MaxNewTokens,
              temperature: float = Temperature, top_p: float = TopP, top_k: int = TopK, min_p: float = MinP,
              repetition_penalty: float = RepetitionPenalty, seed: Optional[int] = Seed,
-             stop: Optional[list[str]] = Stop, as_json: bool = JsonFlag):
+             stop: Optional[list[str]] = Stop, as_json: bool = JsonFlag, decode: str = DecodeOption,
+             compile: Optional[bool] = CompileOption, quantize: Optional[str] = QuantizeOption):
     """Continue a prompt."""
     text = _read(prompt, file, "prompt")
     if text is None:
@@ -190,7 +212,7 @@ def complete(prompt: Optional[str] = typer.Argument(None, help="prompt text (or 
             raise UsageError("no prompt: give it as an argument, with --file, or on stdin")
         text = sys.stdin.read()
     params = _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
-    _run(_load(model, dtype), text, params, as_json)
+    _run(_load(model, dtype, decode, compile, quantize), text, params, as_json)
 
 
 @app.command()
@@ -201,7 +223,8 @@ def fim(prefix: Optional[str] = typer.Option(None, help="code before the gap"),
         model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_tokens: int = MaxNewTokens,
         temperature: float = Temperature, top_p: float = TopP, top_k: int = TopK, min_p: float = MinP,
         repetition_penalty: float = RepetitionPenalty, seed: Optional[int] = Seed,
-        stop: Optional[list[str]] = Stop, as_json: bool = JsonFlag):
+        stop: Optional[list[str]] = Stop, as_json: bool = JsonFlag, decode: str = DecodeOption,
+        compile: Optional[bool] = CompileOption, quantize: Optional[str] = QuantizeOption):
     """Fill in the middle between --prefix and --suffix (Qwen's FIM tokens)."""
     from .chat import fim_prompt
 
@@ -209,7 +232,7 @@ def fim(prefix: Optional[str] = typer.Option(None, help="code before the gap"),
     if before is None and after is None:
         raise UsageError("fim needs --prefix/--prefix-file and/or --suffix/--suffix-file")
     params = _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
-    _run(_load(model, dtype), fim_prompt(before or "", after or ""), params, as_json)
+    _run(_load(model, dtype, decode, compile, quantize), fim_prompt(before or "", after or ""), params, as_json)
 
 
 @app.command()
@@ -218,11 +241,12 @@ def chat(model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_t
          repetition_penalty: float = RepetitionPenalty, seed: Optional[int] = Seed,
          stop: Optional[list[str]] = Stop, system: Optional[str] = typer.Option(None, help="system prompt"),
          template: Optional[str] = typer.Option(None, help="qwen2.5, qwen3 or qwen3-coder (default: the model's)"),
-         think: bool = typer.Option(True, help="Qwen3 thinking mode")):
+         think: bool = typer.Option(True, help="Qwen3 thinking mode"), decode: str = DecodeOption,
+         compile: Optional[bool] = CompileOption, quantize: Optional[str] = QuantizeOption):
     """Chat interactively, streaming replies. Commands: /reset, /system TEXT, /exit."""
     from .chat import render_chat
 
-    engine = _load(model, dtype)
+    engine = _load(model, dtype, decode, compile, quantize)
     params = _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
     chat_template = template or engine.tokenizer.chat_template or "qwen3"
     interactive = sys.stdin.isatty()
@@ -264,7 +288,8 @@ def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, huma
           folders: Optional[list[Path]] = typer.Argument(None, help="with `report`: eval output folders"),
           samples: Optional[Path] = typer.Option(None, help="score a JSONL of task_id + completion/solution (for "
                                                  "translation tasks also a text file, one line per example)"),
-          model: Optional[str] = typer.Option(None, "--model", "-m", help="generate with a local checkpoint"),
+          model: Optional[str] = typer.Option(None, "--model", "-m", help="generate with a local checkpoint (the "
+                                              "default subject: $ZHCODER_MODEL, else the embedded zhcoder-nano)"),
           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://host:8000/v1"),
           endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="model name at the endpoint"),
           api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="environment variable with the key"),
@@ -301,8 +326,12 @@ def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, huma
 
     if folders:
         raise UsageError(f"unexpected argument(s): {' '.join(map(str, folders))}")
-    if sum(x is not None for x in (samples, model, endpoint)) != 1:
-        raise UsageError("give exactly one of --samples FILE, --model DIR, --endpoint URL")
+    if sum(x is not None for x in (samples, model, endpoint)) > 1:
+        raise UsageError("give one of --samples FILE, --model DIR, --endpoint URL (none: the default model)")
+    if samples is None and endpoint is None:
+        from .checkpoint import default_model
+
+        model = default_model(model)
     if out is None:
         raise UsageError("--out DIR is required")
     if mode not in ("base", "chat"):
@@ -446,7 +475,7 @@ def data_build(
 
 
 @app.command()
-def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint folder (default $ZHCODER_MODEL)"),
+def serve(model: Optional[str] = ModelOption,
           upstream: Optional[str] = typer.Option(None, "--upstream",
                                                  help="instead of a model: an OpenAI-compatible server to front"),
           upstream_key: Optional[str] = typer.Option(None, "--upstream-key", envvar="ZHCODER_UPSTREAM_KEY"),
@@ -460,7 +489,10 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
           max_model_len: int = typer.Option(4096, "--max-model-len", help="prompt + completion tokens per request"),
           max_tokens: int = typer.Option(4096, "--max-tokens-cap", help="largest max_tokens accepted"),
           max_body_mb: float = typer.Option(4.0, "--max-body-mb", help="largest request body"),
-          dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16")):
+          dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16"),
+          decode: str = DecodeOption, compile: Optional[bool] = CompileOption,
+          quantize: Optional[str] = QuantizeOption,
+          warmup: bool = typer.Option(False, "--warmup", help="compile the fast decode steps before serving")):
     """An OpenAI-compatible server: chat, completions with suffix (FIM), /infill, tool calls, continuous batching."""
     import uvicorn
 
@@ -473,20 +505,21 @@ def serve(model: Optional[str] = typer.Option(None, "--model", help="checkpoint 
                                  max_body_bytes=int(max_body_mb * 2**20))
         uvicorn.run(proxy, host=host, port=port, log_level="info", timeout_graceful_shutdown=15)
         return
-    model = model or os.environ.get("ZHCODER_MODEL")
-    if not model:
-        raise UsageError("no model given: pass --model DIR (or set ZHCODER_MODEL), or --upstream URL")
+    from .checkpoint import default_model
+
+    model = default_model(model)
     if min(max_batch, queue_size, max_model_len, max_tokens) < 1 or max_body_mb <= 0:
         raise UsageError("--max-batch, --queue-size, --max-model-len, --max-tokens-cap and --max-body-mb must be positive")
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
     app_, _ = build(model, model_name=model_name, api_key=api_key, max_batch=max_batch, queue_size=queue_size,
                     max_model_len=max_model_len, max_tokens_cap=max_tokens, max_body_bytes=int(max_body_mb * 2**20),
-                    dtype=dtype, device=device)
+                    dtype=dtype, device=device, warmup=warmup, quantize=quantize,
+                    **_decode_path(decode, compile))
     uvicorn.run(app_, host=host, port=port, log_level="info", timeout_graceful_shutdown=15)
 
 
 @app.command()
-def demo(model: Optional[str] = typer.Option(None, "--model", help="checkpoint folder (default $ZHCODER_MODEL)"),
+def demo(model: Optional[str] = ModelOption,
          server: Optional[str] = typer.Option(None, "--server", help="or an OpenAI-compatible server URL"),
          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZHCODER_API_KEY", help="the server's key"),
          model_name: Optional[str] = typer.Option(None, "--model-name", help="server mode: the model id to use"),
@@ -495,9 +528,12 @@ def demo(model: Optional[str] = typer.Option(None, "--model", help="checkpoint f
     """A Gradio web demo: streaming chat, fill-in-the-middle completion, Chinese/English interface."""
     from .demo import launch
 
-    model = model or (None if server else os.environ.get("ZHCODER_MODEL"))
-    if bool(model) == bool(server):
-        raise UsageError("give --model DIR (or set ZHCODER_MODEL) or --server URL, not both")
+    if model and server:
+        raise UsageError("give --model DIR or --server URL, not both")
+    if not server:
+        from .checkpoint import default_model
+
+        model = default_model(model)
     launch(model_dir=model, server=server, host=host, port=port, api_key=api_key, share=share, model_name=model_name)
 
 
@@ -544,7 +580,10 @@ app.add_typer(lora_app, name="lora")
 def _train(stage: str, **flags) -> None:
     from .train.loop import TrainConfig, load_toml, train
 
-    config_file, resume, resume_from, layers = (flags.pop(k) for k in ("config", "resume", "resume_from", "layers"))
+    config_file, resume, resume_from, layers, selective = (
+        flags.pop(k) for k in ("config", "resume", "resume_from", "layers", "selective_checkpointing"))
+    if selective:
+        flags["gradient_checkpointing"] = "selective"
     settings = {"stage": stage, **(load_toml(config_file) if config_file else {})}
     settings.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
     if layers is not None:
@@ -573,6 +612,8 @@ def _train_command(stage: str):
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip"),
         precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 or fp32"),
         gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+        selective_checkpointing: bool = typer.Option(False, "--selective-checkpointing",
+                                                     help="recompute all but the matmuls and attention in backward"),
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
         seed: Optional[int] = typer.Option(None, "--seed"),
         save_every: Optional[int] = typer.Option(None, "--save-every"),
@@ -607,6 +648,24 @@ def lora_merge(base: Path = typer.Argument(..., help="the base HF checkpoint"),
     from .train.lora import merge
 
     print(merge(base, adapter, out, dtype=dtype))
+
+
+export_app = typer.Typer(help="Export checkpoints to other formats.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf")
+def export_gguf_command(checkpoint: Path = typer.Argument(..., help="checkpoint folder (qwen2, qwen3 or qwen3_moe)"),
+                        out: Path = typer.Option(..., "--out", help="the .gguf file to write"),
+                        dtype: str = typer.Option("f16", help="f16, bf16, f32 or q8_0 (norms, biases, router: f32)"),
+                        drop_code_bias: bool = typer.Option(False, "--drop-code-bias",
+                                                            help="export without a trained code-aware attention "
+                                                                 "bias (llama.cpp cannot compute it)")):
+    """Write a GGUF file that llama.cpp and Ollama run (weights, hyper-parameters, tokenizer, chat template)."""
+    from .export import export_gguf
+
+    path = export_gguf(checkpoint, out, dtype=dtype, drop_code_bias=drop_code_bias, progress=sys.stderr.isatty())
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {dtype})")
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ConnectionError, ZhcoderError)

@@ -351,6 +351,9 @@ class QwenForCausalLM(nn.Module):
         hidden = self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, start_pos, last_only)
         if labels is None:
             return self.lm_head(hidden)
+        if not isinstance(self.lm_head, nn.Linear):         # a quantized head (zhcoder.quant): its own forward
+            logits = self.lm_head(hidden).float()
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
         return chunked_cross_entropy(hidden, self.lm_head.weight, labels)
 
     def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,

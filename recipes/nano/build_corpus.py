@@ -14,6 +14,8 @@ Steps, each a zhcoder command (see recipes/nano/README.md):
    relaxed because CodeXGLUE's methods are single lines).
 4. SFT pairs: docstring -> function pairs mined from the corpus (synth_sft.py), plus the hand-written pairs in
    recipes/nano/sft_written.jsonl; `zhcoder data sft ... --template qwen3 --out WORK/sft`.
+5. WORK/pretrain/sources.json: per source, its license and the files and tokens it kept after filters and dedup
+   (for the model card).
 """
 
 from __future__ import annotations
@@ -74,13 +76,44 @@ def sources(work: Path, tiny: bool) -> None:
                                       "repo": "codexglue"}) + "\n")
 
 
+def source_stats(work: Path) -> list[dict]:
+    """Files and tokens each source kept (the build's cleaned documents less its dedup removals), with licenses."""
+    from tokenizers import Tokenizer
+
+    listed = json.loads((HERE / "sources.json").read_text(encoding="utf-8"))
+    licenses = {p["name"]: (p["license"], f"PyPI {p['name']} {p['version']}") for p in listed["pypi"]}
+    licenses["python-stdlib"] = (listed["stdlib"]["license"], f"CPython {sys.version.split()[0]} standard library")
+    licenses["codexglue"] = (listed["codexglue"]["license"], "CodeXGLUE code-to-code-trans training pairs")
+    build = work / "pretrain" / "work"
+    removed = {json.loads(line)["id"] for line in open(build / "dedup" / "removed.jsonl", encoding="utf-8")}
+    tokenizer = Tokenizer.from_file(str(work / "tokenizer" / "tokenizer.json"))
+    rows: dict[str, dict] = {}
+    for file in sorted((build / "clean").glob("*/*.jsonl")):
+        documents = [json.loads(line) for line in open(file, encoding="utf-8")]
+        documents = [d for d in documents if d["id"] not in removed]
+        for document, encoding in zip(documents, tokenizer.encode_batch([d["text"] for d in documents])):
+            repo = document["metadata"]["repo"]
+            license_, origin = licenses[repo]
+            row = rows.setdefault(repo, {"source": repo, "origin": origin, "license": license_, "files": 0,
+                                         "tokens": 0})
+            row["files"] += 1
+            row["tokens"] += len(encoding.ids)
+    table = sorted(rows.values(), key=lambda r: -r["tokens"])
+    (work / "pretrain" / "sources.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="two packages, part of the stdlib, 200 pairs")
     parser.add_argument("--vocab-size", type=int, default=16384)
+    parser.add_argument("--stats-only", action="store_true", help="only step 5, on a finished build")
     args = parser.parse_args()
     work = args.work.resolve()
+    if args.stats_only:
+        source_stats(work)
+        return
     sources(work, args.tiny)
     if not (work / "tokenizer" / "tokenizer.json").exists():
         zhcoder("tokenizer", "train", work / "src", "--vocab-size", 2048 if args.tiny else args.vocab_size,
@@ -98,6 +131,8 @@ def main() -> None:
     if not (work / "sft" / "train" / "index.json").exists():
         zhcoder("data", "sft", *inputs, "--tokenizer", work / "tokenizer", "--template", "qwen3", "--out",
                 work / "sft", "--max-tokens", "1024", "--val-fraction", "0.02")
+    for row in source_stats(work):
+        print(f"{row['source']:32} {row['license']:12} {row['files']:6,} files {row['tokens']:12,} tokens")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models            # both arms, as configured
     python recipes/nano/train.py --work /tmp/nano-tiny --out /tmp/nano-tiny/models --tiny   # a CPU check
+    python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models --arms plain --cpu  # the CPU interim
 
 Each arm: `zhcoder train pretrain --preset qwen3-0.6b --config pretrain.toml` (from random weights, the data
 and tokenizer of build_corpus.py; `--code-aware-attention` for the "bias" arm), then `zhcoder train sft` on the
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arms", nargs="+", default=["bias", "plain"], choices=["bias", "plain"])
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="the smaller CPU interim configs (cpu-*.toml)")
     parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
     args = parser.parse_args()
     for arm in args.arms:
@@ -42,11 +44,12 @@ def main() -> None:
         shutil.rmtree(runs, ignore_errors=True)
         start = time.time()
         tiny = TINY if args.tiny else []
-        zhcoder("train", "pretrain", "--preset", "qwen3-0.6b", "--config", HERE / "pretrain.toml", "--data",
+        prefix = "cpu-" if args.cpu else ""
+        zhcoder("train", "pretrain", "--preset", "qwen3-0.6b", "--config", HERE / f"{prefix}pretrain.toml", "--data",
                 args.work / "pretrain", "--tokenizer", args.work / "tokenizer", "--out", runs / "stage1",
                 *(["--code-aware-attention"] if arm == "bias" else ["--plain-attention"]), *tiny)
         sft_tiny = tiny[2:]                                # no --layers: the model comes from stage 1
-        zhcoder("train", "sft", "--config", HERE / "sft.toml", "--model", runs / "stage1" / "final", "--data",
+        zhcoder("train", "sft", "--config", HERE / f"{prefix}sft.toml", "--model", runs / "stage1" / "final", "--data",
                 args.work / "sft", "--out", runs / "stage2", *sft_tiny)
         shutil.copytree(runs / "stage2" / "final", args.out / arm, dirs_exist_ok=True)
         print(f"{arm}: {time.time() - start:.0f} s", flush=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class LocalModel:
         self.engine = Engine(load_model(model_dir, dtype=dtype), Tokenizer.from_dir(model_dir))
         self.render_chat, self.settings, self.batch_size = render_chat, settings, batch_size
         self.name, self.label = str(Path(model_dir).resolve()), Path(model_dir).name
+        self.too_long = 0                      # prompts scored empty because they do not fit the context
 
     def generate(self, work: list[tuple]) -> Iterator[Sample]:
         """work: (problem, completion_id) pairs; yields samples as batches finish."""
@@ -163,8 +165,16 @@ class LocalModel:
             seed = None if s.seed is None else s.seed + start
             params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                                     seed=seed, stop=stops)
-            for (problem, completion_id), completion in zip(batch, self.engine.generate(prompts, params)):
-                yield _as_sample(problem, completion_id, completion.text, s.mode)
+            # a prompt the model's context cannot hold with max_new_tokens scores as an empty (failed) completion
+            fits = [len(self.engine.encode(p)) + s.max_new_tokens <= self.engine.context_length for p in prompts]
+            completions = iter(self.engine.generate([p for p, ok in zip(prompts, fits) if ok], params)
+                               if any(fits) else [])
+            for (problem, completion_id), ok in zip(batch, fits):
+                if not ok:
+                    self.too_long += 1
+                    print(f"{problem.task_id}: prompt + max_new_tokens exceed the model's context of "
+                          f"{self.engine.context_length} tokens; scored as an empty completion", file=sys.stderr)
+                yield _as_sample(problem, completion_id, next(completions).text if ok else "", s.mode)
 
 
 class EndpointError(ConnectionError):

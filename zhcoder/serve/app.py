@@ -156,6 +156,7 @@ class Server:
         self.max_tokens_cap, self.default_max_tokens = max_tokens_cap, default_max_tokens
         self.chat_template = chat_template or self.tokenizer.chat_template or "qwen3"
         self.created = int(time.time())
+        self.warmup = False                    # compile the fast path's steps before serving (see build)
         self.fim_stop_ids = [i for i in (self.tokenizer.token_to_id(t) for t in FIM_STOP_TOKENS) if i is not None]
 
     def check_model(self, name: str) -> None:
@@ -323,7 +324,7 @@ def install_common(app: FastAPI, api_key: str | None, max_body_bytes: int) -> No
 def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_):
-        server.scheduler.start()
+        server.scheduler.start(warmup=server.warmup)
         yield
         await asyncio.to_thread(server.scheduler.stop, 10.0)   # graceful: finish (or, after 10 s, cancel) work
 
@@ -554,8 +555,11 @@ async def started(events):
 
 def build(model_dir: str, *, model_name: str | None = None, api_key: str | None = None, max_batch: int = 16,
           queue_size: int = 64, max_model_len: int | None = 4096, max_tokens_cap: int = 4096,
-          max_body_bytes: int = 4 * 2**20, dtype: str = "auto", device: str = "cpu") -> tuple[FastAPI, Scheduler]:
-    """Load a checkpoint; the app and its scheduler (started and stopped with the app's lifespan)."""
+          max_body_bytes: int = 4 * 2**20, dtype: str = "auto", device: str = "cpu", fast: bool | None = None,
+          compile: bool | None = None, warmup: bool = False, quantize: str | None = None) -> tuple[FastAPI, Scheduler]:
+    """Load a checkpoint; the app and its scheduler (started and stopped with the app's lifespan). fast/compile:
+    the engine's decode path (default: fast and compiled on CUDA); warmup: compile before the first request;
+    quantize: "int8" or "int4" weight-only linear layers."""
     from pathlib import Path
 
     from zhcoder.checkpoint import load_model
@@ -563,8 +567,13 @@ def build(model_dir: str, *, model_name: str | None = None, api_key: str | None 
     from zhcoder.tokenizer import Tokenizer
 
     model = load_model(model_dir, dtype=dtype, device=device)
-    engine = Engine(model, Tokenizer.from_dir(model_dir))
+    if quantize:
+        from zhcoder.quant import quantize_model
+
+        quantize_model(model, mode=quantize)
+    engine = Engine(model, Tokenizer.from_dir(model_dir), fast=fast, compile=compile)
     scheduler = Scheduler(engine, max_batch=max_batch, queue_size=queue_size, max_len=max_model_len)
     server = Server(scheduler, model_name or Path(model_dir).resolve().name, api_key=api_key,
                     max_tokens_cap=max_tokens_cap)
+    server.warmup = warmup
     return create_app(server, max_body_bytes=max_body_bytes), scheduler

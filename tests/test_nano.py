@@ -1,0 +1,124 @@
+"""The embedded default model, zhcoder-nano (models/zhcoder-nano): every model command uses it when no --model is
+given, transformers loads it and gives the same logits, and greedy completion of a function prompt parses."""
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from zhcoder.checkpoint import EMBEDDED_MODEL, load_model
+from zhcoder.engine import Engine, SamplingParams
+from zhcoder.tokenizer import Tokenizer
+
+ENV = {k: v for k, v in os.environ.items() if k != "ZHCODER_MODEL"}      # a fresh machine: nothing configured
+PROMPT = "def 计算订单总价(订单列表):"
+HUMANEVAL_STOPS = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#"]
+
+
+def zhcoder(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "zhcoder.cli", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, timeout=300, env=ENV)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 120) -> bytes:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds} s")
+
+
+def test_the_embedded_model_is_small_and_in_hf_layout():
+    names = {p.name for p in EMBEDDED_MODEL.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
+    assert (EMBEDDED_MODEL / "model.safetensors").stat().st_size <= 40 * 10**6          # bf16 weights <= 40 MB
+    config = json.loads((EMBEDDED_MODEL / "config.json").read_text())
+    assert config["model_type"] == "qwen3" and config["torch_dtype"] == "bfloat16"
+
+
+def test_model_commands_run_without_model_flag(tmp_path):
+    info = zhcoder("info", "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["model"] == str(EMBEDDED_MODEL)
+    complete = zhcoder("complete", PROMPT, "-n", "24", "--json")
+    assert complete.returncode == 0, complete.stderr
+    assert json.loads(complete.stdout)["text"].strip()
+    fim = zhcoder("fim", "--prefix", "def 加法(a, b):\n    ", "--suffix", "\n    return c\n", "-n", "12", "--json")
+    assert fim.returncode == 0 and json.loads(fim.stdout)["prompt_tokens"] > 0, fim.stderr
+    chat = zhcoder("chat", "-n", "12", stdin="写一个加法函数\n")
+    assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
+    evaluated = zhcoder("eval", "humaneval", "--limit", "2", "--max-new-tokens", "48", "--out", tmp_path / "he",
+                        "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    summary = json.loads(evaluated.stdout)
+    assert summary["n_tasks"] == 2 and "zhcoder-nano" in summary["subject"]
+
+
+def test_serve_and_demo_run_without_model_flag():
+    import openai
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "zhcoder.cli", "serve", "--port", str(port)], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", server)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["zhcoder-nano"]
+        reply = client.completions.create(model="zhcoder-nano", prompt=PROMPT, max_tokens=8, temperature=0)
+        assert reply.usage.completion_tokens >= 1
+    finally:
+        server.terminate()
+        server.wait(30)
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "zhcoder.cli", "demo", "--port", str(port)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        page = wait_for(f"http://127.0.0.1:{port}/", demo).decode("utf-8", "replace")
+        assert "gradio" in page.lower()                  # it loaded the model (else it exits with an error) and serves
+    finally:
+        demo.terminate()
+        demo.wait(30)
+
+
+def test_transformers_loads_it_with_the_same_logits_and_tokens():
+    transformers = pytest.importorskip("transformers")
+    text = "def 计算订单总价(订单列表):\n    总价 = 0\n    for 订单 in 订单列表:\n        总价 += 订单['价格']  # 累加，返回。\n"
+    peer_tokenizer = transformers.AutoTokenizer.from_pretrained(EMBEDDED_MODEL)
+    ours_tokenizer = Tokenizer.from_dir(EMBEDDED_MODEL)
+    ids = ours_tokenizer.encode(text)
+    assert peer_tokenizer(text)["input_ids"] == ids
+    peer = transformers.AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL, dtype=torch.float32).eval()
+    ours = load_model(EMBEDDED_MODEL, dtype="float32")
+    with torch.no_grad():
+        expected, got = peer(torch.tensor([ids])).logits, ours(torch.tensor([ids]))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+INTERIM = "**Interim weights.**" in (EMBEDDED_MODEL / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.xfail(INTERIM, strict=True, reason="the shipped weights are the CPU interim (~2 M tokens): too weak to "
+                   "write parseable code; the GPU-trained zhcoder-nano must pass, and XPASS fails this test")
+def test_greedy_completion_of_a_function_prompt_parses():
+    engine = Engine(load_model(EMBEDDED_MODEL, dtype="float32"), Tokenizer.from_dir(EMBEDDED_MODEL))
+    for prompt in (PROMPT + "\n", 'def add(a, b):\n    """Return the sum of a and b."""\n'):
+        completion = engine.generate([prompt], SamplingParams(max_new_tokens=128, stop=HUMANEVAL_STOPS))[0]
+        assert completion.finish_reason == "stop", completion.text
+        ast.parse(prompt + completion.text)                      # raises SyntaxError if the code does not parse
