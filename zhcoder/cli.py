@@ -51,14 +51,6 @@ QuantizeOption = typer.Option(None, "--quantize", help="int8 or int4 weight-only
                               "int8 is fast with --dtype bfloat16)")
 
 
-def _quantize(model, mode: Optional[str]):
-    if mode:
-        from .quant import quantize_model
-
-        quantize_model(model, mode=mode)
-    return model
-
-
 def _decode_path(decode: str, compile: Optional[bool]) -> dict:
     if decode not in ("auto", "fast", "plain"):
         raise UsageError(f"--decode must be auto, fast or plain, not {decode!r}")
@@ -67,15 +59,10 @@ def _decode_path(decode: str, compile: Optional[bool]) -> dict:
 
 def _load(model: Optional[str], dtype: str, decode: str = "auto", compile: Optional[bool] = None,
           quantize: Optional[str] = None):
-    from .checkpoint import default_model, load_model
+    from .checkpoint import default_model
     from .engine import Engine
-    from .tokenizer import Tokenizer
 
-    model = default_model(model)
-    loaded = load_model(model, dtype=dtype)
-    if not Path(model, "tokenizer.json").exists():
-        raise UsageError(f"no tokenizer.json in {model}")
-    return Engine(_quantize(loaded, quantize), Tokenizer.from_dir(model), **_decode_path(decode, compile))
+    return Engine.from_dir(default_model(model), dtype=dtype, quantize=quantize, **_decode_path(decode, compile))
 
 
 def _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop):

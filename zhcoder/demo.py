@@ -19,9 +19,7 @@ from typing import Iterator
 import gradio as gr
 
 from .chat import fim_prompt, render_chat
-from .checkpoint import load_model
 from .engine import Engine, SamplingParams
-from .tokenizer import Tokenizer
 
 TEXT = {
     "en": {
@@ -108,8 +106,8 @@ class LocalBackend:
 
     def __init__(self, model_dir: str):
         self.model_dir = str(Path(model_dir).resolve())
-        self.tokenizer = Tokenizer.from_dir(model_dir)
-        self.engine = Engine(load_model(model_dir), self.tokenizer)
+        self.engine = Engine.from_dir(model_dir)
+        self.tokenizer = self.engine.tokenizer
 
     def chat(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
         prompt = render_chat(messages, template=self.tokenizer.chat_template or "qwen3", enable_thinking=False)

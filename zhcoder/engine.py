@@ -348,6 +348,22 @@ class Engine:
     the repetition penalty (step 0 = the prefill's); for tests and debugging.
     """
 
+    @classmethod
+    def from_dir(cls, model_dir, dtype: str = "auto", device: str = "cpu", quantize: str | None = None,
+                 **options) -> "Engine":
+        """An engine over a checkpoint folder (weights and tokenizer), its linear layers optionally quantized
+        ("int8" / "int4", zhcoder.quant); `options` go to the constructor."""
+        from .checkpoint import load_model
+        from .tokenizer import Tokenizer
+
+        model = load_model(model_dir, dtype=dtype, device=device)
+        tokenizer = Tokenizer.from_dir(model_dir)
+        if quantize:
+            from .quant import quantize_model
+
+            quantize_model(model, mode=quantize)
+        return cls(model, tokenizer, **options)
+
     def __init__(self, model: QwenForCausalLM, tokenizer, cpu_transposed_head: bool = True, fast: bool | None = None,
                  compile: bool | None = None, prefill_chunk: int = 512, compile_backend: str = "inductor",
                  compile_options: dict | None = None, max_states: int = 4):

@@ -79,7 +79,6 @@ def mfu(stage: dict) -> str:
 def card(config, sources: list[dict], pretrain_stats: dict, sft_stats: dict, stages: dict, efficiency: dict,
          scores: dict, ablation: str | None, hardware: str, arm: str, interim: bool = False,
          note: str | None = None) -> str:
-    nano = next(name for name in efficiency["tokenizers"] if name not in ("qwen", "o200k"))
     params = config.num_parameters()
     source_rows = "\n".join(f"| {s['source']} | {s['origin']} | {s['license']} | {s['files']:,} | {s['tokens']:,} |"
                             for s in sources)

@@ -139,11 +139,9 @@ class LocalModel:
 
     def __init__(self, model_dir: str, settings: GenerationSettings, dtype: str = "auto", batch_size: int = 8):
         from ..chat import render_chat
-        from ..checkpoint import load_model
         from ..engine import Engine
-        from ..tokenizer import Tokenizer
 
-        self.engine = Engine(load_model(model_dir, dtype=dtype), Tokenizer.from_dir(model_dir))
+        self.engine = Engine.from_dir(model_dir, dtype=dtype)
         self.render_chat, self.settings, self.batch_size = render_chat, settings, batch_size
         self.name, self.label = str(Path(model_dir).resolve()), Path(model_dir).name
         self.too_long = 0                      # prompts scored empty because they do not fit the context

@@ -562,16 +562,9 @@ def build(model_dir: str, *, model_name: str | None = None, api_key: str | None 
     quantize: "int8" or "int4" weight-only linear layers."""
     from pathlib import Path
 
-    from zhcoder.checkpoint import load_model
     from zhcoder.engine import Engine
-    from zhcoder.tokenizer import Tokenizer
 
-    model = load_model(model_dir, dtype=dtype, device=device)
-    if quantize:
-        from zhcoder.quant import quantize_model
-
-        quantize_model(model, mode=quantize)
-    engine = Engine(model, Tokenizer.from_dir(model_dir), fast=fast, compile=compile)
+    engine = Engine.from_dir(model_dir, dtype=dtype, device=device, quantize=quantize, fast=fast, compile=compile)
     scheduler = Scheduler(engine, max_batch=max_batch, queue_size=queue_size, max_len=max_model_len)
     server = Server(scheduler, model_name or Path(model_dir).resolve().name, api_key=api_key,
                     max_tokens_cap=max_tokens_cap)

@@ -172,12 +172,12 @@ class Scheduler:
     def start(self, warmup: bool = False) -> None:
         """Start the scheduler thread. `warmup` (fast path): first compile and capture the greedy decode step for
         every attention window (requests wait meanwhile), so no request pays a compile later unless it samples."""
-        target = self._loop
-        if warmup and self.fast:
-            def target():
+        def run():
+            if warmup and self.fast:
                 self.warm_up()
-                self._loop()
-        self.thread = threading.Thread(target=target, name="zhcoder-scheduler", daemon=True)
+            self._loop()
+
+        self.thread = threading.Thread(target=run, name="zhcoder-scheduler", daemon=True)
         self.thread.start()
 
     def warm_up(self, modes: tuple[SampleMode, ...] = (SampleMode(),)) -> None:
@@ -212,18 +212,26 @@ class Scheduler:
                 self.thread.join(timeout)
 
     # -- the scheduler thread ---------------------------------------------------------------------------------
+    def _admit(self, busy: bool) -> list[Request] | None:
+        """Wait until there is work (waiting or active requests, or `busy`: steps still in flight); the waiting
+        requests that fit the batch now, or None once stopping with nothing left."""
+        with self.condition:
+            while not self.waiting and not self.active and not busy and not self.stopping:
+                self.condition.wait()
+            if self.stopping and not self.waiting and not self.active and not busy:
+                return None
+            admitted = []
+            while self.waiting and len(self.active) + len(admitted) < self.max_batch:
+                admitted.append(self.waiting.popleft())
+            return admitted
+
     def _loop(self) -> None:
         if self.fast:
             return self._loop_fast()
         while True:
-            with self.condition:
-                while not self.waiting and not self.active and not self.stopping:
-                    self.condition.wait()
-                if self.stopping and not self.waiting and not self.active:
-                    return
-                admitted = []
-                while self.waiting and len(self.active) + len(admitted) < self.max_batch:
-                    admitted.append(self.waiting.popleft())
+            admitted = self._admit(busy=False)
+            if admitted is None:
+                return
             try:
                 with torch.inference_mode():
                     for request in admitted:
@@ -339,14 +347,9 @@ class Scheduler:
     def _loop_fast(self) -> None:
         in_flight: collections.deque = collections.deque()   # launched steps: (HostCopy, rows), oldest first
         while True:
-            with self.condition:
-                while not self.waiting and not self.active and not in_flight and not self.stopping:
-                    self.condition.wait()
-                if self.stopping and not self.waiting and not self.active and not in_flight:
-                    return
-                admitted = []
-                while self.waiting and len(self.active) + len(admitted) < self.max_batch:
-                    admitted.append(self.waiting.popleft())
+            admitted = self._admit(busy=bool(in_flight))
+            if admitted is None:
+                return
             try:
                 with torch.inference_mode():
                     started = []
