@@ -1,9 +1,11 @@
 """The embedded default model, zhcoder-nano (models/zhcoder-nano): every model command uses it when no --model is
-given, transformers loads it and gives the same logits, and greedy completion of a function prompt parses."""
+given (from a clone and from an installed wheel), transformers loads it and gives the same logits, and greedy
+completion of a function prompt parses."""
 
 import ast
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,11 +15,14 @@ import urllib.request
 import pytest
 import torch
 
+from pathlib import Path
+
 from zhcoder.checkpoint import EMBEDDED_MODEL, load_model
 from zhcoder.engine import Engine, SamplingParams
 from zhcoder.tokenizer import Tokenizer
 
 ENV = {k: v for k, v in os.environ.items() if k != "ZHCODER_MODEL"}      # a fresh machine: nothing configured
+ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "def 计算订单总价(订单列表):"
 HUMANEVAL_STOPS = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#"]
 
@@ -69,6 +74,30 @@ def test_model_commands_run_without_model_flag(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads(evaluated.stdout)
     assert summary["n_tasks"] == 2 and "zhcoder-nano" in summary["subject"]
+
+
+def test_an_installed_wheel_carries_the_embedded_model(tmp_path):
+    """`pip install .` (not editable) puts zhcoder-nano under <prefix>/share/zhcoder, and the commands find it."""
+    source = tmp_path / "src"                       # built from a copy: pip builds in the tree it is given
+    for name in ("zhcoder", "models"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "wheel", source], check=True, timeout=300)
+    wheel = next((tmp_path / "wheel").glob("zhcoder-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--prefix", tmp_path / "prefix", wheel], check=True, timeout=300)
+    site = next((tmp_path / "prefix").glob("lib/python*/site-packages"))
+    env = ENV | {"PYTHONPATH": str(site)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "zhcoder.cli", *args], capture_output=True, text=True,
+                                       timeout=300, env=env, cwd=tmp_path)
+    info = run("info", "--json")
+    assert info.returncode == 0, info.stderr
+    installed = tmp_path / "prefix" / "share" / "zhcoder" / "models" / "zhcoder-nano"
+    assert json.loads(info.stdout)["model"] == str(installed.resolve())
+    assert {p.name for p in installed.iterdir()} == {p.name for p in EMBEDDED_MODEL.iterdir()}
+    complete = run("complete", PROMPT, "-n", "8", "--json")
+    assert complete.returncode == 0 and json.loads(complete.stdout)["text"], complete.stderr
 
 
 def test_serve_and_demo_run_without_model_flag():

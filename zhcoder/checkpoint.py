@@ -5,8 +5,9 @@ files one by one, so peak memory stays close to the weights' size. Pickled weigh
 never unpickled. Saving writes the layout transformers reads (`model.safetensors` or shards with
 `model.safetensors.index.json`, metadata format=pt, tied lm_head left out).
 
-The embedded default model, zhcoder-nano (models/zhcoder-nano in the repository), is what every command uses when
-neither --model nor $ZHCODER_MODEL names one (`default_model`).
+The embedded default model, zhcoder-nano (models/zhcoder-nano in the repository; a wheel installs it as data under
+<prefix>/share/zhcoder/models/zhcoder-nano), is what every command uses when neither --model nor $ZHCODER_MODEL
+names one (`default_model`).
 
     zhcoder init --preset qwen3-0.6b --layers 2 /tmp/tiny && zhcoder info /tmp/tiny
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -30,7 +32,22 @@ SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "consolidated.pth")
 
 
-EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "models" / "zhcoder-nano"
+
+
+def _embedded_model() -> Path:
+    """models/zhcoder-nano of the clone (source tree, editable install), else where the installed wheel put it."""
+    clone = Path(__file__).resolve().parent.parent / "models" / "zhcoder-nano"
+    if (clone / "config.json").exists():
+        return clone
+    try:
+        files = metadata.files("zhcoder") or []
+    except metadata.PackageNotFoundError:
+        files = []
+    config = next((f for f in files if f.name == "config.json" and f.parent.name == "zhcoder-nano"), None)
+    return Path(config.locate()).resolve().parent if config else clone
+
+
+EMBEDDED_MODEL = _embedded_model()
 
 
 class CheckpointError(ValueError):

@@ -94,6 +94,8 @@ def markdown(results: dict[str, dict]) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     rows = [("validation loss, all tokens", lambda r: f"{r['validation_loss']['overall']:.4f}"),
             ("validation loss, boundary tokens", lambda r: f"{r['validation_loss']['boundary']:.4f}")]
+    rows += [(f"… {name.replace('_', ' ')}", lambda r, c=name: f"{r['validation_loss']['by_class'][c]:.4f}")
+             for name in CODE_CLASSES[1:]]
     rows += [(f"{task} pass@1 (%)", lambda r, t=task: f"{r[t]['pass@1']:.2f}") for task in TASKS]
     rows += [("HumanEval completions that parse (%)", lambda r: f"{100 * r['humaneval_parse_rate']:.1f}")]
     for label, cell in rows:

@@ -66,9 +66,9 @@ def tokenizer_efficiency(model_dir: Path) -> dict:
 
 INTERIM_NOTE = """
 **Interim weights.** These were trained on two CPU cores with the smaller `cpu-*.toml` configs of the recipe
-(no GPU was lent to the session that built them), on about 2 M tokens: enough to make every command work
-offline, far too little to write correct code (greedy completions mostly do not parse yet). The GPU run of the
-recipe (`recipes/nano/gpu_run.sh`: the full-size model, both ablation arms) replaces them.
+(no GPU was lent to the sessions that built them), on {tokens:.1f} M pre-training tokens: enough to make every
+command work offline, far too little to write correct code. The GPU run of the recipe
+(`recipes/nano/gpu_run.sh`: the full-size model, both ablation arms) replaces them.
 """
 
 
@@ -108,7 +108,7 @@ it is the proof that the pipeline runs end to end. It is **not** a useful coding
 checkpoint (`--model DIR`) for real work.
 
 Shipped arm: **{arm}**. Card written {date.today().isoformat()} by `recipes/nano/ship.py`.
-{INTERIM_NOTE if interim else ""}
+{INTERIM_NOTE.format(tokens=stages["1 pre-training"]["tokens"] / 1e6) if interim else ""}
 ## Model
 Qwen3 architecture (`model_type: qwen3`, loads in transformers as `Qwen3ForCausalLM`): {config.num_hidden_layers}
 layers, hidden {config.hidden_size}, MLP {config.intermediate_size}, {config.num_attention_heads} query heads and
@@ -142,7 +142,7 @@ and HumanEval-zh prompts), against Qwen's 151,643-token vocabulary:
 {eff_rows}
 
 ## Compute
-{hardware}. {"`python recipes/nano/train.py --cpu --arms plain` (stage 1 `cpu-pretrain.toml`, stage 2 `cpu-sft.toml`)" if interim else "`python recipes/nano/train.py` (stage 1 `pretrain.toml`, stage 2 `sft.toml`)"}:
+{hardware}. {"`python recipes/nano/train.py --cpu` (both arms at once, a core each; stage 1 `cpu-pretrain.toml`, stage 2 `cpu-sft.toml`)" if interim else "`python recipes/nano/train.py` (stage 1 `pretrain.toml`, stage 2 `sft.toml`)"}:
 
 | stage | steps | batch | tokens seen | seconds | tokens/s | MFU | final train loss | validation loss |
 |---|---|---|---|---|---|---|---|---|

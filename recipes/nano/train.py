@@ -2,17 +2,20 @@
 
     python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models            # both arms, as configured
     python recipes/nano/train.py --work /tmp/nano-tiny --out /tmp/nano-tiny/models --tiny   # a CPU check
-    python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models --arms plain --cpu  # the CPU interim
+    python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models --cpu   # the CPU run, both arms at once
 
 Each arm: `zhcoder train pretrain --preset qwen3-0.6b --config pretrain.toml` (from random weights, the data
 and tokenizer of build_corpus.py; `--code-aware-attention` for the "bias" arm), then `zhcoder train sft` on the
 SFT shards from the stage-1 model; OUT/<arm>/ is the final HF checkpoint. Same data, seed and steps for both
-arms. The GPU run does both in one device call (recipes/nano/README.md).
+arms. The GPU run does both in one device call (recipes/nano/README.md). With --cpu the arms run at once, one
+process each with an equal share of the cores (OMP_NUM_THREADS), logging to WORK/runs/<arm>.log: small matrices
+use two single-thread processes better than one two-thread process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,8 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="the smaller CPU interim configs (cpu-*.toml)")
     parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
     args = parser.parse_args()
+    if args.cpu and len(args.arms) > 1:
+        return run_arms_at_once(args)
     for arm in args.arms:
         runs = args.work / "runs" / arm
         shutil.rmtree(runs, ignore_errors=True)
@@ -56,6 +61,27 @@ def main() -> None:
         if args.pack:
             subprocess.run([sys.executable, str(HERE / "pack.py"), str(runs / "stage2" / "final"), arm, str(runs),
                             str(args.pack)], check=True)
+
+
+def run_arms_at_once(args: argparse.Namespace) -> None:
+    """This script once per arm, all at once, the cores shared out; fails if any arm fails."""
+    threads = str(max(1, (os.cpu_count() or 1) // len(args.arms)))
+    (args.work / "runs").mkdir(parents=True, exist_ok=True)
+    children = []
+    for arm in args.arms:
+        command = [sys.executable, __file__, "--work", args.work, "--out", args.out, "--arms", arm, "--cpu",
+                   *(["--tiny"] if args.tiny else []), *(["--pack", args.pack] if args.pack else [])]
+        log = (args.work / "runs" / f"{arm}.log").open("w")
+        print(f"{arm}: {threads} thread(s), log {log.name}", flush=True)
+        children.append((arm, log, subprocess.Popen(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT,
+                                                     env=os.environ | {"OMP_NUM_THREADS": threads})))
+    failed = []
+    for arm, log, child in children:
+        if child.wait() != 0:
+            failed.append(arm)
+        log.close()
+    if failed:
+        sys.exit(f"train.py: arm(s) {', '.join(failed)} failed: see {args.work / 'runs'}/<arm>.log")
 
 
 if __name__ == "__main__":
