@@ -38,26 +38,50 @@ TASKS = ("humaneval", "humaneval-zh", "mbpp")
 
 @torch.inference_mode()
 def validation_loss(model_dir: str, split: Path, seq_len: int = 1024, batch_size: int = 8) -> dict:
-    """Mean cross-entropy over every target of the split (packed as in training), overall and per token class."""
+    """Mean cross-entropy over every target of the split (packed as in training), overall and per token class; and
+    per packed row its loss sums and counts (all targets, boundary targets) for the paired comparison of arms."""
     model = load_model(model_dir, dtype="float32")
     classes = torch.from_numpy(token_classes(Tokenizer.from_dir(model_dir), model.config.vocab_size).astype(np.int64))
     sums, counts = torch.zeros(len(CODE_CLASSES), dtype=torch.float64), torch.zeros(len(CODE_CLASSES))
+    per_row = {"loss": [], "tokens": [], "boundary_loss": [], "boundary_tokens": []}
     rows = list(PackedSequences(split, seq_len, seed=0, epochs=1))
     for start in range(0, len(rows), batch_size):
         batch = {k: torch.from_numpy(np.stack([r[k] for r in rows[start:start + batch_size]]))
                  for k in ("input_ids", "labels", "position_ids")}
         logits = model(batch["input_ids"], position_ids=batch["position_ids"],
                        attention_mask=document_causal_mask(batch["position_ids"]))
-        labels = batch["labels"].flatten()
+        labels = batch["labels"]
         keep = labels != -100
-        loss = F.cross_entropy(logits.flatten(0, 1)[keep].float(), labels[keep], reduction="none").double()
-        target_classes = classes[labels[keep]]
-        sums.index_add_(0, target_classes, loss)
-        counts.index_add_(0, target_classes, torch.ones_like(target_classes, dtype=torch.float32))
-    boundary = slice(1, None)                                     # every class but "other"
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().clamp(min=0), reduction="none")
+        loss = loss.view_as(labels).double() * keep
+        target_classes = classes[labels.clamp(min=0)]
+        sums.index_add_(0, target_classes[keep], loss[keep])
+        counts.index_add_(0, target_classes[keep], torch.ones(int(keep.sum())))
+        boundary_targets = keep & (target_classes > 0)                      # every class but "other"
+        per_row["loss"] += loss.sum(1).tolist()
+        per_row["tokens"] += keep.sum(1).tolist()
+        per_row["boundary_loss"] += (loss * boundary_targets).sum(1).tolist()
+        per_row["boundary_tokens"] += boundary_targets.sum(1).tolist()
+    boundary = slice(1, None)
     return {"overall": float(sums.sum() / counts.sum()), "boundary": float(sums[boundary].sum() / counts[boundary].sum()),
             "tokens": int(counts.sum()), "boundary_tokens": int(counts[boundary].sum()),
-            "by_class": {name: float(sums[i] / counts[i]) if counts[i] else None for i, name in enumerate(CODE_CLASSES)}}
+            "by_class": {name: float(sums[i] / counts[i]) if counts[i] else None for i, name in enumerate(CODE_CLASSES)},
+            "rows": per_row}
+
+
+def paired_difference(first: dict, second: dict, key: str, samples: int = 2000, seed: int = 0) -> dict:
+    """second - first in mean validation loss ("" = all targets, "boundary_" = boundary targets), with a 95 %
+    bootstrap interval over the packed rows (both arms scored the same rows): the noise of the evaluation set,
+    not of training (one seed per arm)."""
+    a, b = first["validation_loss"]["rows"], second["validation_loss"]["rows"]
+    loss_a, loss_b = np.array(a[f"{key}loss"]), np.array(b[f"{key}loss"])
+    tokens = np.array(a[f"{key}tokens"], dtype=np.float64)
+    if not np.array_equal(tokens, b[f"{key}tokens"]):
+        raise ValueError("the two arms were scored on different validation rows")
+    picks = np.random.default_rng(seed).integers(0, len(tokens), (samples, len(tokens)))
+    diffs = (loss_b[picks].sum(1) - loss_a[picks].sum(1)) / tokens[picks].sum(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float((loss_b.sum() - loss_a.sum()) / tokens.sum()), "low": float(low), "high": float(high)}
 
 
 def parse_rate(samples: Path, data_dir: str | None) -> float:
@@ -100,6 +124,14 @@ def markdown(results: dict[str, dict]) -> str:
     rows += [("HumanEval completions that parse (%)", lambda r: f"{100 * r['humaneval_parse_rate']:.1f}")]
     for label, cell in rows:
         lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in names) + " |")
+    if len(names) == 2:
+        first, second = (results[n] for n in names)
+        lines.append("")
+        for key, label in (("", "all tokens"), ("boundary_", "boundary tokens")):
+            d = paired_difference(first, second, key)
+            lines.append(f"- validation loss, {label}: {names[1]} − {names[0]} = {d['difference']:+.4f} nats/token "
+                         f"(95 % bootstrap interval over the {len(first['validation_loss']['rows']['tokens'])} "
+                         f"held-out rows: {d['low']:+.4f} … {d['high']:+.4f})")
     return "\n".join(lines) + "\n"
 
 

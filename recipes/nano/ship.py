@@ -192,6 +192,7 @@ def main() -> None:
     tokenizer = Tokenizer.from_dir(final)
     save_model(model, args.out, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
     scores = json.loads(args.scores.read_text())
+    scores["validation_loss"].pop("rows", None)                    # evaluate.py's per-row sums: not for the card
     (args.out / "eval.json").write_text(json.dumps(scores, indent=1) + "\n")
     stages = {"1 pre-training": run_summary(args.run / "stage1"), "2 SFT": run_summary(args.run / "stage2")}
     text = card(model.config, json.loads((args.work / "pretrain" / "sources.json").read_text()),
