@@ -3,6 +3,7 @@
     python recipes/nano/evaluate.py /tmp/nano/models/bias /tmp/nano/models/plain --data /tmp/nano/pretrain \
         --out /tmp/nano/eval                                  # writes OUT/<name>/scores.json and OUT/ablation.md
     python recipes/nano/evaluate.py models/zhcoder-nano --data .nano/pretrain --out /tmp/e --limit 5   # quick
+    # the arms in parallel, then the table: run each arm alone (OMP_NUM_THREADS=1), then both with --reuse
 
 Per checkpoint:
 - validation loss (nats per token) of the pre-training build's held-out split, overall and on code-boundary
@@ -143,12 +144,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N problems of each task")
     parser.add_argument("--data-dir", help="benchmark data (default $ZHCODER_DATA / ../shared/data)")
     parser.add_argument("--max-new-tokens", type=int, default=384)
+    parser.add_argument("--reuse", action="store_true",
+                        help="take OUT/<name>/scores.json where it exists (to tabulate arms scored in parallel)")
     args = parser.parse_args()
     results = {}
     for model_dir in args.models:
         name = Path(model_dir).name
+        done = args.out / name / "scores.json"
+        if args.reuse and done.is_file():
+            results[name] = json.loads(done.read_text(encoding="utf-8"))
+            continue
         results[name] = score(model_dir, args.data, args.out / name, args.limit, args.data_dir, args.max_new_tokens)
-        print(json.dumps({name: results[name]}, indent=1))
+        shown = results[name] | {"validation_loss": {k: v for k, v in results[name]["validation_loss"].items()
+                                                      if k != "rows"}}
+        print(json.dumps({name: shown}, indent=1))
     table = markdown(results)
     (args.out / "ablation.md").write_text(table, encoding="utf-8")
     print(table)
