@@ -11,11 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
-
-from pathlib import Path
 
 from zhcoder.checkpoint import EMBEDDED_MODEL, load_model
 from zhcoder.engine import Engine, SamplingParams

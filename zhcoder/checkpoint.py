@@ -32,8 +32,6 @@ SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin", "model.pt", "consolidated.pth")
 
 
-
-
 def _embedded_model() -> Path:
     """models/zhcoder-nano of the clone (source tree, editable install), else where the installed wheel put it."""
     clone = Path(__file__).resolve().parent.parent / "models" / "zhcoder-nano"

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arms", nargs="+", default=["bias", "plain"], choices=["bias", "plain"])
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--cpu", action="store_true", help="the smaller CPU interim configs (cpu-*.toml)")
+    parser.add_argument("--cpu", action="store_true", help="the smaller CPU configs (cpu-*.toml); two arms run at once")
     parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
     args = parser.parse_args()
     if args.cpu and len(args.arms) > 1:
