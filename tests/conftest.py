@@ -72,3 +72,16 @@ def hf_checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(family)
     model.save_pretrained(path)
     return family, model, path
+
+
+def check_sampling_contract(run, **penalty) -> None:
+    """What both decode paths promise of sampling; run(**SamplingParams fields) -> token ids per prompt. The
+    repetition-penalty check runs with `penalty` added (e.g. a temperature and seed)."""
+    greedy = run()
+    assert run(temperature=1.0, seed=1) == run(temperature=1.0, seed=1)
+    assert run(temperature=1.0, seed=1) != run(temperature=1.0, seed=2)
+    assert run(temperature=0.7, top_k=1, seed=3) == greedy              # top-k 1 is greedy
+    assert run(temperature=0.7, top_p=1e-6, seed=4) == greedy           # top-p keeps only the best token
+    assert run(temperature=0.7, min_p=1.0, seed=5) == greedy
+    penalised = run(repetition_penalty=50.0, **penalty)
+    assert all(len(set(row)) == len(row) for row in penalised)          # a huge penalty never repeats a token

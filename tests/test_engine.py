@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import VOCAB, hf_model
+from conftest import VOCAB, check_sampling_contract, hf_model
 from zhcoder.checkpoint import load_model
 from zhcoder.config import ModelConfig
 from zhcoder.engine import ContextLengthError, Engine, SamplingParams, TextStream
@@ -128,14 +128,7 @@ def test_sampling_is_seeded_and_filters_work(tmp_path, qwen_tokenizer):
     batch = prompts([6, 3])
     run = lambda **kw: [c.token_ids for c in engine.generate(batch, SamplingParams(  # noqa: E731
         max_new_tokens=16, stop_token_ids=[], **kw))]
-    greedy = run()
-    assert run(temperature=1.0, seed=1) == run(temperature=1.0, seed=1)
-    assert run(temperature=1.0, seed=1) != run(temperature=1.0, seed=2)
-    assert run(temperature=0.7, top_k=1, seed=3) == greedy  # top-k 1 is greedy
-    assert run(temperature=0.7, top_p=1e-6, seed=4) == greedy  # top-p keeps only the best token
-    assert run(temperature=0.7, min_p=1.0, seed=5) == greedy
-    penalised = run(repetition_penalty=50.0)
-    assert all(len(set(row)) == len(row) for row in penalised)  # a huge penalty never repeats a token
+    check_sampling_contract(run)
 
 
 def test_repetition_penalty_matches_transformers(tmp_path, qwen_tokenizer):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import zhcoder.engine as engine_module
+from conftest import check_sampling_contract
 from zhcoder.config import ModelConfig
 from zhcoder.engine import (Engine, SampleMode, SamplingParams, _filter, _mix32, _mix32_int, gumbel_noise, row_seed,
                             sample, sample_rows)
@@ -121,13 +122,7 @@ def test_seeded_sampling_on_the_fast_path():
     batch = prompts([6, 3], seed=3)
     go = lambda **kw: [c.token_ids for c in fast.generate(batch, SamplingParams(  # noqa: E731
         max_new_tokens=12, stop_token_ids=[], **kw))]
-    greedy = go()
-    assert go(temperature=1.0, seed=1) == go(temperature=1.0, seed=1)
-    assert go(temperature=1.0, seed=1) != go(temperature=1.0, seed=2)
-    assert go(temperature=0.7, top_k=1, seed=3) == greedy               # top-k 1 is greedy
-    assert go(temperature=0.7, top_p=1e-6, seed=4) == greedy            # top-p keeps only the best token
-    assert go(temperature=0.7, min_p=1.0, seed=5) == greedy
-    assert all(len(set(row)) == len(row) for row in go(repetition_penalty=50.0, temperature=0.5, seed=6))
+    check_sampling_contract(go, temperature=0.5, seed=6)
     alone = fast.generate(batch[:1], SamplingParams(max_new_tokens=12, stop_token_ids=[], temperature=1.0, seed=7))
     assert alone[0].token_ids == go(temperature=1.0, seed=7)[0]         # a row's stream: its seed and row only
 

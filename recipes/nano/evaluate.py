@@ -11,6 +11,8 @@ Per checkpoint:
   punctuation; `zhcoder.code_bias`), and per class;
 - HumanEval, HumanEval-zh and MBPP pass@1 with zhcoder's harness (`zhcoder eval`, greedy, base mode);
 - the share of HumanEval completions that parse: `ast.parse(prompt + completion)`.
+Given two checkpoints, ablation.md adds their paired validation-loss difference with a 95 % bootstrap interval
+over the held-out rows.
 """
 
 from __future__ import annotations
