@@ -85,7 +85,8 @@ def test_an_installed_wheel_carries_the_embedded_model(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "wheel", source], check=True, timeout=300)
     wheel = next((tmp_path / "wheel").glob("zhcoder-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--prefix", tmp_path / "prefix", wheel], check=True, timeout=300)
+    subprocess.run([*pip, "install", "--no-deps", "--ignore-installed", "--prefix", tmp_path / "prefix", wheel],
+                   check=True, timeout=300)                 # into the empty prefix, whatever else is installed
     site = next((tmp_path / "prefix").glob("lib/python*/site-packages"))
     env = ENV | {"PYTHONPATH": str(site)}
     run = lambda *args: subprocess.run([sys.executable, "-m", "zhcoder.cli", *args], capture_output=True, text=True,
@@ -150,3 +151,22 @@ def test_greedy_completion_of_a_function_prompt_parses():
         completion = engine.generate([prompt], SamplingParams(max_new_tokens=128, stop=HUMANEVAL_STOPS))[0]
         assert completion.finish_reason == "stop", completion.text
         ast.parse(prompt + completion.text)                      # raises SyntaxError if the code does not parse
+
+
+def test_the_recipe_mines_chat_pairs_and_plain_completions():
+    """synth_sft.py turns a documented function into a fenced chat answer and two unfenced prompt-completion rows
+    that put the function back together, so SFT does not teach fences to plain completion."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("synth_sft", ROOT / "recipes" / "nano" / "synth_sft.py")
+    synth_sft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synth_sft)
+    function = ('def 合计(订单列表, 折扣=1.0):\n    """计算订单列表的总价，再乘以折扣。\n\n    订单是 (单价, 数量) 元组。\n    """\n'
+                '    总价 = sum(单价 * 数量 for 单价, 数量 in 订单列表)\n    return 总价 * 折扣\n')
+    rows = list(synth_sft.rows_of(Path("shop.py"), "import math\n\n\n" + function + "\n\ndef _private():\n    pass\n"))
+    chat, *completions = rows
+    assert chat["lang"] == "zh" and chat["messages"][1]["content"] == f"```python\n{function.rstrip()}\n```"
+    assert "`def 合计(订单列表, 折扣=1.0)`" in chat["messages"][0]["content"]
+    assert [row["prompt"] + row["completion"] for row in completions] == [function, function]
+    assert [row["prompt"] for row in completions] == [function[:function.index("    总价")], function.split("\n")[0] + "\n"]
+    assert not any("```" in row["completion"] for row in completions)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from zhcoder.chat import parse_tool_calls, render_chat
-from zhcoder.data.sft import MalformedRow, build_sft, encode_sample, row_to_conversation
+from zhcoder.data.sft import MalformedRow, build_sft, encode_row, encode_sample, row_to_conversation
 from zhcoder.tokenizer import Tokenizer
 
 TEMPLATES = ("qwen2.5", "qwen3", "qwen3-coder")
@@ -168,7 +168,7 @@ def test_build_sft_end_to_end(tokenizer, tmp_path):
     chat.write_text("\n".join(lines) + "\n", encoding="utf-8")
     alpaca = tmp_path / "alpaca.jsonl"
     alpaca.write_bytes(json.dumps(ALPACA_ROW).encode() + b"\n" + b'{"instruction": "\xff\xfe"}\n'
-                       + json.dumps({"prompt": "x", "completion": "y"}).encode() + b"\n"
+                       + json.dumps({"prompt": "x", "answer": "y"}).encode() + b"\n"
                        + json.dumps(ALPACA_HISTORY_ROW).encode() + b"\n")
     sharegpt = tmp_path / "sharegpt.jsonl"
     sharegpt.write_text(json.dumps(SHAREGPT_ROW) + "\n", encoding="utf-8")
@@ -182,7 +182,7 @@ def test_build_sft_end_to_end(tokenizer, tmp_path):
     assert [entry.split(": ")[0] for entry in stats["malformed_lines"]] == [
         f"{chat}:2", f"{chat}:5", f"{alpaca}:2", f"{alpaca}:3"]
     assert stats["by_format"] == {"messages": {"read": 4, "kept": 2}, "alpaca": {"read": 2, "kept": 2},
-                                  "sharegpt": {"read": 1, "kept": 1}}
+                                  "sharegpt": {"read": 1, "kept": 1}, "completion": {"read": 0, "kept": 0}}
     assert stats["train_samples"] + stats["validation_samples"] == 5
 
     # Every kept sample comes back from the shards with its mask aligned; masked tokens are the assistant spans.
@@ -205,6 +205,34 @@ def test_build_sft_end_to_end(tokenizer, tmp_path):
             trained_total += sum(mask)
     assert found == expected
     assert (tokens_total, trained_total) == (stats["tokens"], stats["trained_tokens"])
+
+
+COMPLETION_ROW = {"prompt": 'def 求和(a, b):\n    """返回 a 与 b 的和。"""\n', "completion": "    return a + b\n"}
+
+
+def test_prompt_completion_rows_train_the_completion_and_the_stop(tokenizer, tmp_path):
+    """A `prompt` + `completion` row is plain text, no template: the prompt tokenised as inference encodes it, the
+    completion after it, then <|endoftext|>; only the completion and <|endoftext|> are trained."""
+    from zhcoder.data.shards import TokenDataset
+
+    fmt, tokens, mask = encode_row(tokenizer, COMPLETION_ROW, "qwen3")
+    prompt_ids = tokenizer.encode(COMPLETION_ROW["prompt"])
+    assert fmt == "completion" and tokens[:len(prompt_ids)] == prompt_ids and not any(mask[:len(prompt_ids)])
+    assert all(mask[len(prompt_ids):]) and tokens[-1] == tokenizer.token_to_id("<|endoftext|>")
+    assert tokenizer.decode(tokens[len(prompt_ids):]) == COMPLETION_ROW["completion"] + "<|endoftext|>"
+
+    source = tmp_path / "completions.jsonl"
+    rows = [COMPLETION_ROW, {"prompt": "", "completion": "import os\n"}, {"prompt": "x = ", "completion": "  \n"},
+            {"prompt": "x", "completion": "<|im_end|>"}, {"prompt": 1, "completion": "y"}]
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    stats = build_sft([source], tokenizer, tmp_path / "out", val_fraction=0.0)
+    assert stats["by_format"]["completion"] == {"read": 5, "kept": 2} and stats["malformed"] == 3
+    assert [line.split(": ", 1)[1] for line in stats["malformed_lines"]] == [
+        "empty completion", "text contains the control token <|im_end|>", "`prompt` and `completion` must be strings"]
+    dataset = TokenDataset(tmp_path / "out" / "train")
+    assert [[int(t) for t in dataset[i][0]] for i in range(len(dataset))] == [
+        tokens, tokenizer.encode("import os\n") + [tokenizer.token_to_id("<|endoftext|>")]]
+    assert stats["trained_tokens"] == sum(mask) + len(tokenizer.encode("import os\n")) + 1
 
 
 def test_build_sft_train_on_last_and_determinism(tokenizer, tmp_path):

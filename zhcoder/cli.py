@@ -365,7 +365,8 @@ def tokenizer_train(files: list[Path] = typer.Argument(..., help="text files (or
 
 
 @data_app.command("sft")
-def data_sft(inputs: list[Path] = typer.Argument(..., help="JSONL files: OpenAI messages, Alpaca or ShareGPT rows"),
+def data_sft(inputs: list[Path] = typer.Argument(
+                 ..., help="JSONL files: OpenAI messages, Alpaca, ShareGPT or prompt-completion rows"),
              tokenizer: Path = typer.Option(..., "--tokenizer", help="folder with tokenizer.json (a model folder)"),
              out: Path = typer.Option(..., "--out", help="output folder (train/ and validation/ token shards, stats.json)"),
              template: Optional[str] = typer.Option(None, help="chat template (default: the tokenizer's)"),
@@ -373,7 +374,8 @@ def data_sft(inputs: list[Path] = typer.Argument(..., help="JSONL files: OpenAI 
              train_on: str = typer.Option("all", "--train-on", help="all assistant turns, or only the last"),
              val_fraction: float = typer.Option(0.01, "--val-fraction"),
              seed: int = typer.Option(0)):
-    """Render instruction data with the chat template; loss mask on assistant tokens only; packed shards."""
+    """Chat rows through the chat template (loss on assistant turns), prompt-completion rows as plain text (loss on
+    the completion): masked token shards."""
     from .data.sft import build_sft
 
     if train_on not in ("all", "last"):
@@ -622,7 +624,7 @@ def _train_command(stage: str):
 
 train_app.command("pretrain", help="Continued pre-training (or from scratch with --preset) on `data build` shards.")(
     _train_command("pretrain"))
-train_app.command("sft", help="Supervised fine-tuning on `data sft` shards (loss on assistant tokens only).")(
+train_app.command("sft", help="Supervised fine-tuning on `data sft` shards (loss on assistant turns and completions only).")(
     _train_command("sft"))
 
 

@@ -127,10 +127,13 @@ documents. Removed: {removed}. Tokens below are of the kept text, counted with n
 |---|---|---|---|---|
 {source_rows}
 
-SFT (stage 2): {sft_stats['train_samples']:,} instruction-code conversations ({sft_stats['train_tokens']:,} tokens;
-{sft_stats['validation_samples']} held out): docstring -> function pairs mined
-from the corpus (Chinese and English, `recipes/nano/synth_sft.py`) and 306 Chinese and English pairs written for
-this model (`recipes/nano/sft_written.jsonl`, each checked by `check_written.py`).
+SFT (stage 2): {sft_stats['kept']:,} samples ({sft_stats['train_tokens']:,} training tokens; {sft_stats['validation_samples']} held
+out). {sft_stats['by_format']['messages']['kept']:,} are instruction-code conversations: docstring -> function
+pairs mined from the corpus (Chinese and English, `recipes/nano/synth_sft.py`) and 306 Chinese and English pairs
+written for this model (`recipes/nano/sft_written.jsonl`, each checked by `check_written.py`).
+{sft_stats['by_format'].get('completion', {}).get('kept', 0):,} are plain prompt-completion rows of the same mined
+functions (signature + docstring -> body, signature -> docstring + body), so that plain completion does not take up
+the Markdown fences of the chat answers.
 
 ## Tokenizer
 `zhcoder tokenizer train` (byte-level BPE, Qwen's pre-tokenizer and special tokens) on the corpus: 16,384 learned

@@ -1,6 +1,9 @@
-"""Mine instruction -> code pairs for zhcoder-nano's SFT from the corpus: a documented top-level function becomes
-a request (its docstring's first paragraph plus its signature, in Chinese when the docstring is Chinese) and an
-answer (the function in a ```python block).
+"""Mine zhcoder-nano's SFT data from the corpus. A documented top-level function becomes three rows:
+- a chat pair: a request (its docstring's first paragraph plus its signature, in Chinese when the docstring is
+  Chinese) and an answer (the function in a ```python block);
+- two prompt-completion rows, plain code as in HumanEval: signature + docstring -> the body, and signature alone
+  -> docstring + body. Without them a small model carries the chat answers' Markdown fences into plain completion
+  (the CPU ablation: most of its HumanEval completions ended in a fence after SFT).
 
     python recipes/nano/synth_sft.py WORK/src --out WORK/sft_mined.jsonl [--removed WORK/pretrain/removed.jsonl]
 
@@ -20,7 +23,7 @@ from pathlib import Path
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
-def pairs_of(path: Path, text: str):
+def rows_of(path: Path, text: str):
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -39,9 +42,17 @@ def pairs_of(path: Path, text: str):
         chinese = bool(CJK.search(summary))
         request = (f"{summary}\n\n请用 Python 实现这个函数：`def {node.name}({arguments})`。" if chinese else
                    f"{summary}\n\nImplement this in Python: `def {node.name}({arguments})`.")
+        lang, where = "zh" if chinese else "en", f"{path}:{node.lineno}"
         yield {"messages": [{"role": "user", "content": request},
                             {"role": "assistant", "content": f"```python\n{textwrap.dedent(source)}\n```"}],
-               "lang": "zh" if chinese else "en", "id": f"{path}:{node.lineno}"}
+               "lang": lang, "id": where}
+        lines = source.splitlines(keepends=True)
+        signature, docstring = node.body[0].lineno - node.lineno, node.body[0].end_lineno - node.lineno + 1
+        if signature < 1 or len(node.body) < 2:             # a one-line def, or nothing after the docstring
+            continue
+        for cut, kind in ((docstring, "body"), (signature, "docstring+body")):
+            yield {"prompt": "".join(lines[:cut]), "completion": "".join(lines[cut:]).rstrip("\n") + "\n",
+                   "lang": lang, "id": f"{where}:{kind}"}
 
 
 def main() -> None:
@@ -56,7 +67,7 @@ def main() -> None:
     if args.removed and args.removed.exists():
         removed = {json.loads(line)["id"] for line in args.removed.read_text(encoding="utf-8").splitlines()}
     deco = Decontaminator.from_tasks()
-    kept = contaminated = 0
+    kept, contaminated = {"pairs": 0, "completions": 0}, 0
     with open(args.out, "w", encoding="utf-8") as out:
         for path in sorted(args.src.rglob("*.py")):
             relative = path.relative_to(args.src).as_posix()
@@ -66,13 +77,15 @@ def main() -> None:
                 text = path.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
-            for pair in pairs_of(path.relative_to(args.src), text):
-                if deco.match(pair["messages"][0]["content"] + pair["messages"][1]["content"]):
+            for row in rows_of(path.relative_to(args.src), text):
+                text_of_row = row["prompt"] + row["completion"] if "prompt" in row else "".join(
+                    message["content"] for message in row["messages"])
+                if deco.match(text_of_row):
                     contaminated += 1
                     continue
-                out.write(json.dumps(pair, ensure_ascii=False) + "\n")
-                kept += 1
-    print(json.dumps({"pairs": kept, "dropped_contaminated": contaminated, "out": str(args.out)}))
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                kept["completions" if "prompt" in row else "pairs"] += 1
+    print(json.dumps({**kept, "dropped_contaminated": contaminated, "out": str(args.out)}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models            # both arms, as configured
     python recipes/nano/train.py --work /tmp/nano-tiny --out /tmp/nano-tiny/models --tiny   # a CPU check
     python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models --cpu   # the CPU run, both arms at once
+    python recipes/nano/train.py --work /tmp/nano --out /tmp/nano/models --cpu --sft-only   # stage 2 again
 
 Each arm: `zhcoder train pretrain --preset qwen3-0.6b --config pretrain.toml` (from random weights, the data
 and tokenizer of build_corpus.py; `--code-aware-attention` for the "bias" arm), then `zhcoder train sft` on the
@@ -41,18 +42,22 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="the smaller CPU configs (cpu-*.toml); two arms run at once")
     parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
+    parser.add_argument("--sft-only", action="store_true", help="keep WORK/runs/<arm>/stage1, redo stage 2 from it")
     args = parser.parse_args()
     if args.cpu and len(args.arms) > 1:
         return run_arms_at_once(args)
     for arm in args.arms:
         runs = args.work / "runs" / arm
-        shutil.rmtree(runs, ignore_errors=True)
+        if args.sft_only and not (runs / "stage1" / "final" / "config.json").exists():
+            sys.exit(f"train.py: --sft-only needs a finished stage 1 in {runs / 'stage1' / 'final'}")
+        shutil.rmtree(runs / "stage2" if args.sft_only else runs, ignore_errors=True)
         start = time.time()
         tiny = TINY if args.tiny else []
         prefix = "cpu-" if args.cpu else ""
-        zhcoder("train", "pretrain", "--preset", "qwen3-0.6b", "--config", HERE / f"{prefix}pretrain.toml", "--data",
-                args.work / "pretrain", "--tokenizer", args.work / "tokenizer", "--out", runs / "stage1",
-                *(["--code-aware-attention"] if arm == "bias" else ["--plain-attention"]), *tiny)
+        if not args.sft_only:
+            zhcoder("train", "pretrain", "--preset", "qwen3-0.6b", "--config", HERE / f"{prefix}pretrain.toml",
+                    "--data", args.work / "pretrain", "--tokenizer", args.work / "tokenizer", "--out", runs / "stage1",
+                    *(["--code-aware-attention"] if arm == "bias" else ["--plain-attention"]), *tiny)
         sft_tiny = tiny[2:]                                # no --layers: the model comes from stage 1
         zhcoder("train", "sft", "--config", HERE / f"{prefix}sft.toml", "--model", runs / "stage1" / "final", "--data",
                 args.work / "sft", "--out", runs / "stage2", *sft_tiny)
@@ -70,7 +75,8 @@ def run_arms_at_once(args: argparse.Namespace) -> None:
     children = []
     for arm in args.arms:
         command = [sys.executable, __file__, "--work", args.work, "--out", args.out, "--arms", arm, "--cpu",
-                   *(["--tiny"] if args.tiny else []), *(["--pack", args.pack] if args.pack else [])]
+                   *(["--tiny"] if args.tiny else []), *(["--sft-only"] if args.sft_only else []),
+                   *(["--pack", args.pack] if args.pack else [])]
         log = (args.work / "runs" / f"{arm}.log").open("w")
         print(f"{arm}: {threads} thread(s), log {log.name}", flush=True)
         children.append((arm, log, subprocess.Popen(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT,

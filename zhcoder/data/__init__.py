@@ -4,7 +4,8 @@ Modules:
     shards.py   on-disk token shards (raw .bin memmaps + index.json): `ShardWriter`, `read_index`,
                 `TokenDataset` (random access to documents), `PackedSequences` (seeded, resumable
                 fixed-length packing with per-document position ids and loss masks)
-    sft.py      SFT data: chat JSONL (OpenAI messages, Alpaca, ShareGPT) -> chat template -> masked shards
+    sft.py      SFT data: chat JSONL (OpenAI messages, Alpaca, ShareGPT) -> chat template -> masked shards;
+                prompt-completion JSONL -> plain text + <|endoftext|>, loss on the completion
     filters.py  language id by file name (pygments' lexer table), binary / encoding checks, StarCoder-style
                 code filters (line lengths, alphanumeric fraction, auto-generated, minified, size)
     transforms.py  secrets and personal-data redaction; FIM (PSM / SPM) and repo-level samples

@@ -1,4 +1,5 @@
-"""SFT data: chat JSONL (OpenAI `messages`, Alpaca, ShareGPT) -> token shards with an assistant-only loss mask.
+"""SFT data: chat JSONL (OpenAI `messages`, Alpaca, ShareGPT) and prompt-completion JSONL -> token shards with a
+loss mask on what the model is to write.
 
     zhcoder data sft chats.jsonl alpaca.jsonl --tokenizer TOKENIZER_DIR --out data/sft
     pytest -q tests/test_sft.py
@@ -10,8 +11,12 @@ Each JSONL row is detected on its own:
   `instruction + "\\n\\n" + input` when `input` is not empty, else `instruction`.
 - ShareGPT: `{"conversations": [{"from": "system"|"human"|"gpt"|"tool", "value": ...}], "system"?, "tools"?}`
   (`user`/`assistant` accepted as `from` too).
+- Prompt-completion (TRL's non-conversational form): `{"prompt": str, "completion": str}`, no chat template: plain
+  text the model continues, as in code completion. Prompt and completion are tokenised apart and joined (the
+  tokenisation of inference, where the prompt is encoded and the model writes the rest), then `<|endoftext|>`;
+  the mask is 1 on the completion and `<|endoftext|>`, which teaches the model to stop.
 
-The conversation is rendered with the chat template (`zhcoder.chat.render_chat`; the tokenizer's own template by
+A conversation is rendered with the chat template (`zhcoder.chat.render_chat`; the tokenizer's own template by
 default, else "qwen3"), exactly as inference would see it.
 
 Loss-mask convention (what is trained). For every assistant turn the template renders
@@ -61,7 +66,7 @@ from zhcoder.tokenizer import Tokenizer
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 CONTROL_TOKENS = (IM_START, IM_END, END_OF_TEXT)
 ASSISTANT_HEADER = IM_START + "assistant"
-FORMATS = ("messages", "alpaca", "sharegpt")
+FORMATS = ("messages", "alpaca", "sharegpt", "completion")
 MALFORMED_LINES_KEPT = 20  # how many "file:line: reason" entries stats.json lists
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -76,7 +81,7 @@ class MalformedRow(ValueError):
 
 
 def detect_format(row: Any) -> str | None:
-    """"messages", "sharegpt" or "alpaca" by the row's keys; None when it is none of them."""
+    """"messages", "sharegpt", "alpaca" or "completion" by the row's keys; None when it is none of them."""
     if not isinstance(row, dict):
         return None
     if "messages" in row:
@@ -85,6 +90,8 @@ def detect_format(row: Any) -> str | None:
         return "sharegpt"
     if "instruction" in row and "output" in row:
         return "alpaca"
+    if "prompt" in row and "completion" in row:
+        return "completion"
     return None
 
 
@@ -102,7 +109,10 @@ def row_to_conversation(row: Any) -> tuple[str, list[dict], list | None]:
         raise MalformedRow("`tools` must be a list")
     fmt = detect_format(row)
     if fmt is None:
-        raise MalformedRow("unknown format (expected `messages`, `conversations`, or `instruction` + `output`)")
+        raise MalformedRow("unknown format (expected `messages`, `conversations`, `instruction` + `output`, or "
+                           "`prompt` + `completion`)")
+    if fmt == "completion":
+        raise MalformedRow("a prompt-completion row is not a conversation (see encode_row)")
     if fmt == "messages":
         messages = _openai_messages(row["messages"])
     elif fmt == "sharegpt":
@@ -249,6 +259,29 @@ def encode_sample(tokenizer: Tokenizer, messages: list[dict], tools: list | None
     return tokens, mask, text
 
 
+def encode_completion(tokenizer: Tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    """(tokens, mask) for a prompt-completion row (see module doc); raises MalformedRow."""
+    prompt, completion = row["prompt"], row["completion"]
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise MalformedRow("`prompt` and `completion` must be strings")
+    if not completion.strip():
+        raise MalformedRow("empty completion")
+    _check_no_control_tokens(prompt, completion)
+    prompt_ids, completion_ids = tokenizer.encode_batch([prompt, completion])
+    tokens = prompt_ids + completion_ids + [tokenizer.token_to_id(END_OF_TEXT)]
+    return tokens, [0] * len(prompt_ids) + [1] * (len(completion_ids) + 1)
+
+
+def encode_row(tokenizer: Tokenizer, row: Any, template: str,
+               train_on: str = "all") -> tuple[str, list[int], list[int]]:
+    """(format name, tokens, mask) for one decoded JSONL row of any supported format; raises MalformedRow."""
+    if detect_format(row) == "completion":
+        return ("completion", *encode_completion(tokenizer, row))
+    fmt, messages, tools = row_to_conversation(row)
+    tokens, mask, _ = encode_sample(tokenizer, messages, tools, template, train_on)
+    return fmt, tokens, mask
+
+
 # ------------------------------------------------------------------------------------------------ the build
 
 
@@ -275,9 +308,9 @@ def _split_of(tokens: list[int], seed: int, val_fraction: float) -> str:
 def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | Tokenizer, out_dir: str | os.PathLike,
               *, template: str | None = None, max_tokens: int = 4096, train_on: str = "all",
               val_fraction: float = 0.01, seed: int = 0, progress: bool = False) -> dict:
-    """Turn chat JSONL files into masked token shards in `out_dir/{train,validation}`; returns the stats (also written to
-    `out_dir/stats.json`). `tokenizer` is a folder with tokenizer.json or a `Tokenizer`; `template` a built-in name
-    or Jinja source (default: the tokenizer's chat template, else "qwen3")."""
+    """Turn chat and prompt-completion JSONL files into masked token shards in `out_dir/{train,validation}`;
+    returns the stats (also written to `out_dir/stats.json`). `tokenizer` is a folder with tokenizer.json or a
+    `Tokenizer`; `template` a built-in name or Jinja source (default: the tokenizer's chat template, else "qwen3")."""
     from zhcoder.data.shards import ShardWriter
 
     if train_on not in ("all", "last"):
@@ -294,6 +327,8 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
         tokenizer = Tokenizer.from_dir(tokenizer)
     if tokenizer.token_to_id(IM_START) is None or tokenizer.token_to_id(IM_END) is None:
         raise ValueError("the tokenizer has no <|im_start|>/<|im_end|> tokens: SFT needs a ChatML tokenizer")
+    if tokenizer.token_to_id(END_OF_TEXT) is None:
+        raise ValueError("the tokenizer has no <|endoftext|> token")
     template = template or tokenizer.chat_template or "qwen3"
 
     out = Path(out_dir)
@@ -338,8 +373,7 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
                     if fmt is not None:
                         stats["by_format"][fmt]["read"] += 1
                     try:
-                        fmt, messages, tools = row_to_conversation(row)
-                        tokens, mask, _ = encode_sample(tokenizer, messages, tools, template, train_on)
+                        fmt, tokens, mask = encode_row(tokenizer, row, template, train_on)
                     except MalformedRow as problem:
                         malformed(path, line, str(problem))
                         continue
