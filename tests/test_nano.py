@@ -156,7 +156,8 @@ def test_greedy_completion_of_a_function_prompt_parses():
 
 def test_the_recipe_mines_chat_pairs_and_plain_completions():
     """synth_sft.py turns a documented function into a fenced chat answer and two unfenced prompt-completion rows
-    that put the function back together, so SFT does not teach fences to plain completion."""
+    that put the function back together (one group, so one split), so SFT does not teach fences to plain
+    completion; multi-line signatures, decorators, CRLF files and form feeds cut at the right lines."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("synth_sft", ROOT / "recipes" / "nano" / "synth_sft.py")
@@ -171,3 +172,15 @@ def test_the_recipe_mines_chat_pairs_and_plain_completions():
     assert [row["prompt"] + row["completion"] for row in completions] == [function, function]
     assert [row["prompt"] for row in completions] == [function[:function.index("    总价")], function.split("\n")[0] + "\n"]
     assert not any("```" in row["completion"] for row in completions)
+    assert {row["group"] for row in rows} == {"shop.py:4"}
+
+    signature = "@cache\ndef scale(values,\n          factor=2):\n"
+    docstring = '    """Multiply every value by the factor,\f keeping their order."""\n'
+    body = "    result = [v * factor for v in values]\n    return result\n"
+    only_doc = 'def documented_only(x):\n    """Only a docstring here,\n\n    nothing else at all.\n    """\n'
+    text = (signature + docstring + body + "\n\n" + only_doc).replace("\n", "\r\n")
+    rows = list(synth_sft.rows_of(Path("lib.py"), text))
+    assert [("messages" in row, row["id"]) for row in rows] == [
+        (True, "lib.py:2"), (False, "lib.py:2:body"), (False, "lib.py:2:docstring+body"), (True, "lib.py:9")]
+    assert [(row["prompt"], row["completion"]) for row in rows[1:3]] == [
+        (signature[7:] + docstring, body), (signature[7:], docstring + body)]

@@ -5,6 +5,7 @@ included (checked by decoding the masked tokens); over-length and malformed rows
 """
 
 import json
+import re
 
 import pytest
 
@@ -218,7 +219,7 @@ def test_prompt_completion_rows_train_the_completion_and_the_stop(tokenizer, tmp
     fmt, tokens, mask = encode_row(tokenizer, COMPLETION_ROW, "qwen3")
     prompt_ids = tokenizer.encode(COMPLETION_ROW["prompt"])
     assert fmt == "completion" and tokens[:len(prompt_ids)] == prompt_ids and not any(mask[:len(prompt_ids)])
-    assert all(mask[len(prompt_ids):]) and tokens[-1] == tokenizer.token_to_id("<|endoftext|>")
+    assert all(mask[len(prompt_ids):]) and tokens[-1] in tokenizer.stop_token_ids      # where generation stops
     assert tokenizer.decode(tokens[len(prompt_ids):]) == COMPLETION_ROW["completion"] + "<|endoftext|>"
 
     source = tmp_path / "completions.jsonl"
@@ -228,11 +229,38 @@ def test_prompt_completion_rows_train_the_completion_and_the_stop(tokenizer, tmp
     stats = build_sft([source], tokenizer, tmp_path / "out", val_fraction=0.0)
     assert stats["by_format"]["completion"] == {"read": 5, "kept": 2} and stats["malformed"] == 3
     assert [line.split(": ", 1)[1] for line in stats["malformed_lines"]] == [
-        "empty completion", "text contains the control token <|im_end|>", "`prompt` and `completion` must be strings"]
+        "empty completion", "text contains the control token <|im_end|>",
+        "`prompt` and `completion` must be strings (a conversation goes in `messages`)"]
     dataset = TokenDataset(tmp_path / "out" / "train")
     assert [[int(t) for t in dataset[i][0]] for i in range(len(dataset))] == [
         tokens, tokenizer.encode("import os\n") + [tokenizer.token_to_id("<|endoftext|>")]]
     assert stats["trained_tokens"] == sum(mask) + len(tokenizer.encode("import os\n")) + 1
+
+
+def test_rows_of_one_group_land_in_one_split(tokenizer, tmp_path):
+    """Rows sharing a `group` (e.g. a chat pair and completions made from one function) go to the same split, so
+    validation never scores text whose twin was trained on; a non-string group is refused."""
+    from zhcoder.data.shards import TokenDataset
+
+    rows = []
+    for number in range(40):
+        body = f"    return x * {number} + {number * number}\n"
+        rows += [{"prompt": f"def f{number}(x):\n", "completion": body, "group": f"g{number}"},
+                 {"prompt": "", "completion": f"def f{number}(x):\n{body}", "group": f"g{number}"},
+                 {"instruction": f"Write f{number}.", "output": f"def f{number}(x):\n{body}", "group": f"g{number}"}]
+    rows.append({"prompt": "x", "completion": "y", "group": 7})
+    source = tmp_path / "grouped.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    stats = build_sft([source], tokenizer, tmp_path / "out", val_fraction=0.3)
+    assert stats["kept"] == 120 and stats["malformed_lines"][0].endswith("`group` must be a string")
+    splits = {}
+    for split in ("train", "validation"):
+        dataset = TokenDataset(tmp_path / "out" / split)
+        for index in range(len(dataset)):
+            name = re.search(r"def (f\d+)", tokenizer.decode([int(t) for t in dataset[index][0]])).group(1)
+            splits.setdefault(name, set()).add(split)
+    assert len(splits) == 40 and all(len(found) == 1 for found in splits.values())
+    assert 0 < stats["validation_samples"] < 120 and stats["validation_samples"] % 3 == 0
 
 
 def test_build_sft_train_on_last_and_determinism(tokenizer, tmp_path):

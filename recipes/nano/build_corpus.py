@@ -12,8 +12,9 @@ Steps, each a zhcoder command (see recipes/nano/README.md):
 3. `zhcoder data build WORK/src/* WORK/codexglue.jsonl --tokenizer WORK/tokenizer --out WORK/pretrain`
    (filters, secrets, decontamination against every evaluation set, dedup, FIM 0.5; the line-length filters are
    relaxed because CodeXGLUE's methods are single lines).
-4. SFT pairs: docstring -> function pairs mined from the corpus (synth_sft.py), plus the hand-written pairs in
-   recipes/nano/sft_written.jsonl; `zhcoder data sft ... --template qwen3 --out WORK/sft`.
+4. SFT data: docstring -> function chat pairs and plain prompt-completion rows mined from the corpus
+   (synth_sft.py), plus the hand-written pairs in recipes/nano/sft_written.jsonl; `zhcoder data sft ... --template
+   qwen3 --out WORK/sft` (both redone on every run: they take seconds).
 5. WORK/pretrain/sources.json: per source, its license and the files and tokens it kept after filters and dedup
    (for the model card).
 """
@@ -128,9 +129,9 @@ def main() -> None:
                     "--removed", str(work / "pretrain" / "removed.jsonl")], check=True)
     written = HERE / "sft_written.jsonl"
     inputs = [pairs] + ([written] if written.exists() else [])
-    if not (work / "sft" / "train" / "index.json").exists():
-        zhcoder("data", "sft", *inputs, "--tokenizer", work / "tokenizer", "--template", "qwen3", "--out",
-                work / "sft", "--max-tokens", "1024", "--val-fraction", "0.02")
+    shutil.rmtree(work / "sft", ignore_errors=True)
+    zhcoder("data", "sft", *inputs, "--tokenizer", work / "tokenizer", "--template", "qwen3", "--out", work / "sft",
+            "--max-tokens", "1024", "--val-fraction", "0.02")
     for row in source_stats(work):
         print(f"{row['source']:32} {row['license']:12} {row['files']:6,} files {row['tokens']:12,} tokens")
 

@@ -8,7 +8,7 @@
     python recipes/nano/synth_sft.py WORK/src --out WORK/sft_mined.jsonl [--removed WORK/pretrain/removed.jsonl]
 
 Files the data build removed (duplicates, contamination, filters) are skipped when --removed is given, and every
-pair is checked against the evaluation sets' 13-word n-grams (zhcoder.data.decontaminate) before it is kept.
+row is checked against the evaluation sets' 13-word n-grams (zhcoder.data.decontaminate) before it is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def rows_of(path: Path, text: str):
+    """The rows of one source file (see the module doc); all rows of a function share its `group`, so that
+    `zhcoder data sft` puts them in the same split."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -45,14 +48,14 @@ def rows_of(path: Path, text: str):
         lang, where = "zh" if chinese else "en", f"{path}:{node.lineno}"
         yield {"messages": [{"role": "user", "content": request},
                             {"role": "assistant", "content": f"```python\n{textwrap.dedent(source)}\n```"}],
-               "lang": lang, "id": where}
-        lines = source.splitlines(keepends=True)
+               "lang": lang, "id": where, "group": where}
+        lines = re.split(r"(?<=\n)", source)                # not splitlines: ast counts only \n as a line end
         signature, docstring = node.body[0].lineno - node.lineno, node.body[0].end_lineno - node.lineno + 1
         if signature < 1 or len(node.body) < 2:             # a one-line def, or nothing after the docstring
             continue
         for cut, kind in ((docstring, "body"), (signature, "docstring+body")):
             yield {"prompt": "".join(lines[:cut]), "completion": "".join(lines[cut:]).rstrip("\n") + "\n",
-                   "lang": lang, "id": f"{where}:{kind}"}
+                   "lang": lang, "id": f"{where}:{kind}", "group": where}
 
 
 def main() -> None:

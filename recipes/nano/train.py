@@ -77,7 +77,7 @@ def run_arms_at_once(args: argparse.Namespace) -> None:
         command = [sys.executable, __file__, "--work", args.work, "--out", args.out, "--arms", arm, "--cpu",
                    *(["--tiny"] if args.tiny else []), *(["--sft-only"] if args.sft_only else []),
                    *(["--pack", args.pack] if args.pack else [])]
-        log = (args.work / "runs" / f"{arm}.log").open("w")
+        log = (args.work / "runs" / f"{arm}.log").open("a" if args.sft_only else "w")   # keep stage 1's log
         print(f"{arm}: {threads} thread(s), log {log.name}", flush=True)
         children.append((arm, log, subprocess.Popen(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT,
                                                      env=os.environ | {"OMP_NUM_THREADS": threads})))

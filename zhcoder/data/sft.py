@@ -14,7 +14,8 @@ Each JSONL row is detected on its own:
 - Prompt-completion (TRL's non-conversational form): `{"prompt": str, "completion": str}`, no chat template: plain
   text the model continues, as in code completion. Prompt and completion are tokenised apart and joined (the
   tokenisation of inference, where the prompt is encoded and the model writes the rest), then `<|endoftext|>`;
-  the mask is 1 on the completion and `<|endoftext|>`, which teaches the model to stop.
+  the mask is 1 on the completion and `<|endoftext|>`, which teaches the model to stop. An empty prompt makes
+  the row plain text trained whole.
 
 A conversation is rendered with the chat template (`zhcoder.chat.render_chat`; the tokenizer's own template by
 default, else "qwen3"), exactly as inference would see it.
@@ -44,7 +45,8 @@ masked tokens decode to exactly the span text.
 Samples longer than `max_tokens` are dropped and counted, never truncated. Rows that cannot be used (bad JSON or
 UTF-8, unknown format, an assistant turn with no content and no tool calls, no assistant turn, control tokens in the
 text, a template error) are skipped and counted with their file and line number. Kept samples go to a train or val
-split (a hash of the sample and `seed` decides, so exact duplicates land in the same split), written with
+split (a hash of the sample and `seed` decides, so exact duplicates land in the same split; rows with the same
+optional `"group"` string are hashed by it instead, so rows made from one source stay together), written with
 `zhcoder.data.shards.ShardWriter(with_mask=True)`; `out_dir/stats.json` records what happened.
 """
 
@@ -263,7 +265,7 @@ def encode_completion(tokenizer: Tokenizer, row: dict) -> tuple[list[int], list[
     """(tokens, mask) for a prompt-completion row (see module doc); raises MalformedRow."""
     prompt, completion = row["prompt"], row["completion"]
     if not isinstance(prompt, str) or not isinstance(completion, str):
-        raise MalformedRow("`prompt` and `completion` must be strings")
+        raise MalformedRow("`prompt` and `completion` must be strings (a conversation goes in `messages`)")
     if not completion.strip():
         raise MalformedRow("empty completion")
     _check_no_control_tokens(prompt, completion)
@@ -300,8 +302,9 @@ def _read_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 yield number, None, f"bad JSON ({getattr(error, 'msg', error)})"
 
 
-def _split_of(tokens: list[int], seed: int, val_fraction: float) -> str:
-    digest = hashlib.blake2b(f"{seed}:".encode() + array("I", tokens).tobytes(), digest_size=8).digest()
+def _split_of(tokens: list[int], seed: int, val_fraction: float, group: str | None = None) -> str:
+    key = group.encode() if group is not None else array("I", tokens).tobytes()
+    digest = hashlib.blake2b(f"{seed}:".encode() + key, digest_size=8).digest()
     return "validation" if int.from_bytes(digest, "little") / 2**64 < val_fraction else "train"
 
 
@@ -374,13 +377,16 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
                         stats["by_format"][fmt]["read"] += 1
                     try:
                         fmt, tokens, mask = encode_row(tokenizer, row, template, train_on)
+                        group = row.get("group")
+                        if group is not None and not isinstance(group, str):
+                            raise MalformedRow("`group` must be a string")
                     except MalformedRow as problem:
                         malformed(path, line, str(problem))
                         continue
                     if len(tokens) > max_tokens:
                         stats["dropped_too_long"] += 1
                         continue
-                    split = _split_of(tokens, seed, val_fraction)
+                    split = _split_of(tokens, seed, val_fraction, group)
                     writers[split].add(tokens, mask=mask)
                     stats["kept"] += 1
                     stats["by_format"][fmt]["kept"] += 1
