@@ -624,8 +624,8 @@ def _train_command(stage: str):
 
 train_app.command("pretrain", help="Continued pre-training (or from scratch with --preset) on `data build` shards.")(
     _train_command("pretrain"))
-train_app.command("sft", help="Supervised fine-tuning on `data sft` shards (loss on assistant turns and completions only).")(
-    _train_command("sft"))
+train_app.command("sft", help="Supervised fine-tuning on `data sft` shards (loss on assistant turns and "
+                               "completions only).")(_train_command("sft"))
 
 
 @lora_app.command("merge")
