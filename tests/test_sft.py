@@ -237,6 +237,27 @@ def test_prompt_completion_rows_train_the_completion_and_the_stop(tokenizer, tmp
     assert stats["trained_tokens"] == sum(mask) + len(tokenizer.encode("import os\n")) + 1
 
 
+def test_a_tokenizer_without_chatml_takes_completion_rows_only(tmp_path):
+    """Completion-only data needs no chat template: a byte-level tokenizer with <|endoftext|> but no ChatML tokens
+    builds prompt-completion rows, and counts each conversation row as malformed, with the reason."""
+    import tokenizers
+
+    from zhcoder.data.shards import TokenDataset
+    from zhcoder.tokenizer import ranks_tokenizer_json
+
+    ranks = {bytes([byte]): byte for byte in range(256)}
+    plain = Tokenizer(tokenizers.Tokenizer.from_str(ranks_tokenizer_json(ranks, [(256, "<|endoftext|>", True)])),
+                      eos_token="<|endoftext|>")
+    source = tmp_path / "mixed.jsonl"
+    source.write_text(json.dumps(COMPLETION_ROW) + "\n" + json.dumps(ALPACA_ROW) + "\n", encoding="utf-8")
+    stats = build_sft([source], plain, tmp_path / "out", val_fraction=0.0)
+    assert stats["by_format"]["completion"] == {"read": 1, "kept": 1} and stats["by_format"]["alpaca"]["kept"] == 0
+    assert stats["malformed_lines"] == [f"{source}:2: a conversation needs a ChatML tokenizer (<|im_start|>, "
+                                        "<|im_end|>); this one only takes prompt-completion rows"]
+    tokens, mask = TokenDataset(tmp_path / "out" / "train")[0]
+    assert plain.decode([int(t) for t, m in zip(tokens, mask) if m]) == COMPLETION_ROW["completion"] + "<|endoftext|>"
+
+
 def test_rows_of_one_group_land_in_one_split(tokenizer, tmp_path):
     """Rows sharing a `group` (e.g. a chat pair and completions made from one function) go to the same split, so
     validation never scores text whose twin was trained on; a non-string group is refused."""

@@ -328,8 +328,7 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
             raise FileNotFoundError(f"no such input file: {path}")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.from_dir(tokenizer)
-    if tokenizer.token_to_id(IM_START) is None or tokenizer.token_to_id(IM_END) is None:
-        raise ValueError("the tokenizer has no <|im_start|>/<|im_end|> tokens: SFT needs a ChatML tokenizer")
+    chatml = tokenizer.token_to_id(IM_START) is not None and tokenizer.token_to_id(IM_END) is not None
     if tokenizer.token_to_id(END_OF_TEXT) is None:
         raise ValueError("the tokenizer has no <|endoftext|> token")
     template = template or tokenizer.chat_template or "qwen3"
@@ -376,6 +375,9 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
                     if fmt is not None:
                         stats["by_format"][fmt]["read"] += 1
                     try:
+                        if not chatml and fmt not in (None, "completion"):
+                            raise MalformedRow("a conversation needs a ChatML tokenizer (<|im_start|>, <|im_end|>); "
+                                               "this one only takes prompt-completion rows")
                         fmt, tokens, mask = encode_row(tokenizer, row, template, train_on)
                         group = row.get("group")
                         if group is not None and not isinstance(group, str):
