@@ -15,7 +15,8 @@ Each JSONL row is detected on its own:
   text the model continues, as in code completion. Prompt and completion are tokenised apart and joined (the
   tokenisation of inference, where the prompt is encoded and the model writes the rest), then `<|endoftext|>`;
   the mask is 1 on the completion and `<|endoftext|>`, which teaches the model to stop. An empty prompt makes
-  the row plain text trained whole.
+  the row plain text trained whole. These need only `<|endoftext|>` in the tokenizer; conversations need its
+  ChatML tokens too (a conversation row is counted as malformed otherwise).
 
 A conversation is rendered with the chat template (`zhcoder.chat.render_chat`; the tokenizer's own template by
 default, else "qwen3"), exactly as inference would see it.
@@ -277,8 +278,12 @@ def encode_completion(tokenizer: Tokenizer, row: dict) -> tuple[list[int], list[
 def encode_row(tokenizer: Tokenizer, row: Any, template: str,
                train_on: str = "all") -> tuple[str, list[int], list[int]]:
     """(format name, tokens, mask) for one decoded JSONL row of any supported format; raises MalformedRow."""
-    if detect_format(row) == "completion":
+    fmt = detect_format(row)
+    if fmt == "completion":
         return ("completion", *encode_completion(tokenizer, row))
+    if fmt is not None and (tokenizer.token_to_id(IM_START) is None or tokenizer.token_to_id(IM_END) is None):
+        raise MalformedRow("a conversation needs a ChatML tokenizer (<|im_start|>, <|im_end|>); "
+                           "this one only takes prompt-completion rows")
     fmt, messages, tools = row_to_conversation(row)
     tokens, mask, _ = encode_sample(tokenizer, messages, tools, template, train_on)
     return fmt, tokens, mask
@@ -328,7 +333,6 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
             raise FileNotFoundError(f"no such input file: {path}")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.from_dir(tokenizer)
-    chatml = tokenizer.token_to_id(IM_START) is not None and tokenizer.token_to_id(IM_END) is not None
     if tokenizer.token_to_id(END_OF_TEXT) is None:
         raise ValueError("the tokenizer has no <|endoftext|> token")
     template = template or tokenizer.chat_template or "qwen3"
@@ -375,9 +379,6 @@ def build_sft(inputs: list[str | os.PathLike], tokenizer: str | os.PathLike | To
                     if fmt is not None:
                         stats["by_format"][fmt]["read"] += 1
                     try:
-                        if not chatml and fmt not in (None, "completion"):
-                            raise MalformedRow("a conversation needs a ChatML tokenizer (<|im_start|>, <|im_end|>); "
-                                               "this one only takes prompt-completion rows")
                         fmt, tokens, mask = encode_row(tokenizer, row, template, train_on)
                         group = row.get("group")
                         if group is not None and not isinstance(group, str):
