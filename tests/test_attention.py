@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from zhcoder.checkpoint import load_model, save_model
 from zhcoder.code_bias import enable_code_aware_attention, token_class, token_classes
@@ -143,7 +144,8 @@ def test_packed_documents_with_the_bias_and_flex_match_sdpa():
 def test_bias_is_saved_and_loaded_with_the_checkpoint(tmp_path):
     model, _ = code_model()
     save_model(model, tmp_path / "ckpt", tokenizer=Tokenizer.qwen())
-    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["code_aware_attention"] is True
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["code_aware_attention"] is True and saved["torch_dtype"] == "float32"   # not the uint8 class buffer
     loaded = load_model(tmp_path / "ckpt", dtype="float32")
     assert loaded.config.code_aware_attention
     ids = torch.tensor([Tokenizer.qwen().encode(CODE)])
@@ -159,3 +161,31 @@ def test_gradients_reach_the_bias():
     ids = torch.tensor([Tokenizer.qwen().encode(CODE)])
     model(ids).logsumexp(-1).mean().backward()
     assert all(layer.self_attn.code_bias.grad.abs().sum() > 0 for layer in model.model.layers)
+
+
+def test_the_bias_as_value_weights_has_the_gradients_of_the_additive_mask():
+    """The packed training path on GPUs gives FlexAttention the bias as weights on the values. Its algebra (forward
+    and backward; CPU FlexAttention has no backward, so dense attention stands in for the kernel, whose forward
+    the test above checks) against the bias added to the scores: same output, same gradients for q, k, v, bias."""
+    from zhcoder.model import _flex_with_key_bias
+
+    torch.manual_seed(0)
+    B, H, KV, T, D, C = 2, 4, 2, 12, 8, 5
+    q, k, v = (torch.randn(B, heads, T, D, dtype=torch.float64, requires_grad=True) for heads in (H, KV, KV))
+    bias = (2 * torch.randn(H, C, dtype=torch.float64)).requires_grad_()
+    classes = torch.randint(0, C, (B, T))
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+
+    def dense(q, k, v, block_mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=block_mask)
+
+    added = bias[:, classes].permute(1, 0, 2)[:, :, None, :].masked_fill(~causal, float("-inf"))   # (B, H, T, T)
+    outputs = [dense(q, k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1), added),
+               _flex_with_key_bias(dense, q, k, v, causal, bias, classes)]
+    upstream = torch.randn_like(outputs[0])
+    grads = [torch.autograd.grad((out * upstream).sum(), (q, k, v, bias)) for out in outputs]
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for name, reference, weighted in zip("qkv", *grads):
+        torch.testing.assert_close(weighted, reference, msg=name)
+    assert grads[0][3].abs().sum() > 0
+    torch.testing.assert_close(grads[1][3], grads[0][3], msg="bias")

@@ -169,6 +169,25 @@ def test_fsdp2_under_torchrun_matches_one_process_and_resumes_from_shards(corpus
     assert [(m["loss"], m["grad_norm"]) for m in metrics(tmp_path / "two")] == [(m["loss"], m["grad_norm"]) for m in two]
 
 
+def test_a_time_limit_shortens_the_schedule_to_fit_then_stops_hard(corpus, tmp_path):
+    fitted = tmp_path / "fitted"
+    result = ok(pretrain(corpus, fitted, "--steps", "100000", "--time-limit", "4", "--eval-every", "100000",
+                         "--save-every", "100000"))
+    assert "steps fit; the schedule now ends there" in result.stdout
+    records = [json.loads(line) for line in (fitted / "metrics.jsonl").read_text().splitlines()]
+    fit = next(r["steps_fitted"] for r in records if "steps_fitted" in r)
+    steps = metrics(fitted)
+    assert 20 < fit < 100000 and len(steps) <= fit
+    assert steps[-1]["lr"] < 0.5 * 1e-2                  # the cosine ran (nearly) to its end, not cut at its peak
+    assert load_model(fitted / "final").config.num_hidden_layers == 2
+    stopped = tmp_path / "stopped"
+    result = ok(pretrain(corpus, stopped, "--steps", "100000", "--time-limit", "0.001", "--save-every", "100000"))
+    assert "time limit of 0 s reached at step 1 of 100000" in result.stdout and (stopped / "final").is_dir()
+    assert json.loads((stopped / "metrics.jsonl").read_text().splitlines()[1]) == {
+        "step": 1, "stopped": "time_limit", "steps_planned": 100000}
+    assert pretrain(corpus, tmp_path / "bad", "--time-limit", "-1").stderr.count("time_limit must be") == 1
+
+
 def test_code_aware_attention_trains_and_is_saved(corpus, tmp_path):
     run = tmp_path / "code"
     ok(pretrain(corpus, run, "--steps", "8", "--save-every", "8", "--code-aware-attention"))

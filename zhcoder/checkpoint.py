@@ -176,7 +176,8 @@ def save_model(
     state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or model.state_dict()).items()}
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    config.torch_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    floats = [v.dtype for v in state.values() if v.is_floating_point()]   # not the code-aware token-class buffer
+    config.torch_dtype = str(floats[0] if floats else config.torch_dtype).removeprefix("torch.")
     config.save(directory)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0

@@ -614,6 +614,8 @@ def _train_command(stage: str):
         lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
         code_aware_attention: Optional[bool] = typer.Option(None, "--code-aware-attention/--plain-attention"),
         peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="for MFU on unlisted devices"),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="seconds: the schedule is shortened "
+                                                   "to fit (timed over the first steps), then a hard stop"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest checkpoint"),
         resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="continue from this checkpoint"),
     ):

@@ -109,11 +109,19 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _class_bias(bias: torch.Tensor, key_classes: torch.Tensor):
-    """FlexAttention score_mod adding bias[head, class of the key]."""
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score + bias[h, key_classes[b, kv_idx]]
-    return score_mod
+def _flex_with_key_bias(attend, q, k, v, block_mask, bias: torch.Tensor, key_classes: torch.Tensor):
+    """softmax(scores + bias[head, class of the key]) @ v through plain FlexAttention, as weights on the values:
+    with w = exp(bias - max) per key, the output is (P @ (w * v)) / (P @ w), P the unbiased attention. A score_mod
+    would add the bias inside the kernel, but its gradient then lands on a heads x classes tensor by atomic adds
+    from every score (on an H200, 50x slower steps); here it flows through w by ordinary autograd."""
+    groups = q.shape[1] // k.shape[1]
+    w = torch.exp(bias - bias.amax(dim=1, keepdim=True))[:, key_classes].permute(1, 0, 2)[..., None]  # (B, H, S, 1)
+    w = w.to(v.dtype)
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)   # w differs per query head
+    D = v.shape[-1]
+    padding = torch.zeros(*w.shape[:-1], D - 1, dtype=v.dtype, device=v.device)    # a power-of-two head dim
+    out = attend(q, k, torch.cat([v * w, w, padding], dim=-1), block_mask=block_mask)
+    return out[..., :D] / out[..., D:D + 1]
 
 
 class KVCache:
@@ -228,9 +236,11 @@ class Attention(nn.Module):
                 return self.o_proj(self._single_query_attention(q, k, v, mask, key_classes).reshape(B, T, -1))
         gqa = self.num_heads != self.num_kv_heads
         if BlockMask is not None and isinstance(mask, BlockMask):
-            score_mod = None if key_classes is None else _class_bias(self.code_bias.to(q.dtype), key_classes)
             attend = _compiled_flex_attention() if q.is_cuda else flex_attention   # eager flex is unfused
-            y = attend(q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=gqa)
+            if key_classes is None:
+                y = attend(q, k, v, block_mask=mask, enable_gqa=gqa)
+            else:
+                y = _flex_with_key_bias(attend, q, k, v, mask, self.code_bias.float(), key_classes)
             return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
         if key_classes is not None:
             mask = self._code_bias_mask(mask, key_classes, T, k.shape[2], q.dtype)

@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# The device call: both arms, both stages, packed into $OUT (see README.md). Run from the repository root with
-# the data of build_corpus.py copied into .nano/ (git-excluded) and carried:
-#   device run: carry [".nano"], command "bash recipes/nano/gpu_run.sh"
-set -euo pipefail
+# The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
+# $OUT (pack.py); then the GPU measurements of issue 9 (benchmarks/gpu_suite.py) in the time left. Run from the
+# repository root with the data of build_corpus.py copied into .nano/ (git-excluded) and carried:
+#   device run: carry [".nano"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
+# Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain.
+# One arm in a shorter call: ARMS=bias TRAIN_S=180 STAGE1_S=110 STAGE2_S=35 END=190 bash recipes/nano/gpu_run.sh
+# A CPU rehearsal of every step: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny bash recipes/nano/gpu_run.sh
+set -uo pipefail                                # no -e: the measurements run even if training fails
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TORCH_LOGS=recompiles   # a recompiling step shows in the log
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch; print('torch', torch.__version__)"
-python3 recipes/nano/train.py --work .nano --out /tmp/nano-models --pack "$OUT" 2>&1 | tee "$OUT/train.log" \
-    | grep -E "^step [0-9]+/[0-9]+ \| loss|validation|^(bias|plain)|pieces|Error|error|ecompil" | awk 'NR % 5 == 1 || /validation|bias|plain|pieces|rror|ecompil/'
+END=${END:-570}                                 # seconds from the start by which everything is written
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+} | tee "$OUT/run.log"
+timeout "${TRAIN_S:-330}" python3 recipes/nano/train.py --work .nano --out /tmp/nano-models --pack "$OUT" \
+    --together --arms ${ARMS:-bias plain} \
+    --time-limits "${STAGE1_S:-185}" "${STAGE2_S:-50}" ${NANO_FLAGS:-} 2>&1 | tee -a "$OUT/run.log"
+echo "training: exit ${PIPESTATUS[0]} after $SECONDS s" | tee -a "$OUT/run.log"
+for arm in ${ARMS:-bias plain}; do
+    echo "== $arm" >> "$OUT/run.log"; cat ".nano/runs/$arm.log" >> "$OUT/run.log" 2>/dev/null
+    grep -E "^training|time limit|validation|ecompil|rror|wrote|: [0-9]+ s$" ".nano/runs/$arm.log" | sed "s/^/$arm: /"
+    grep -E "^step [0-9]*00/" ".nano/runs/$arm.log" | sed "s/^/$arm: /" | tail -4
+done
+budget=$((END - SECONDS - 15))
+if [ "$budget" -gt 60 ]; then
+    timeout $((budget + 15)) python3 benchmarks/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" ${SUITE_FLAGS:-} 2>&1 \
+        | tee "$OUT/gpu_suite.log"
+fi
+echo "done after $SECONDS s"

@@ -49,7 +49,8 @@ STAGE_DEFAULTS = {
 }
 # Dense bf16 peak FLOP/s for MFU (vendor data sheets); other devices need --peak-tflops.
 PEAK_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "RTX 4090": 165.2}
-RESUMABLE_CHANGES = {"steps", "save_every", "eval_every", "log_every", "keep_last"}
+RESUMABLE_CHANGES = {"steps", "save_every", "eval_every", "log_every", "keep_last", "time_limit"}
+FIT_AFTER = 10            # steps timed (after the first, which compiles) before a time limit shortens the schedule
 
 
 class TrainError(ZhcoderError):
@@ -93,6 +94,7 @@ class TrainConfig:
     lora_targets: list = field(default_factory=lambda: list(DEFAULT_TARGETS))
     code_aware_attention: bool = False
     peak_tflops: float | None = None
+    time_limit: float | None = None         # seconds of training: the schedule is shortened to fit, then a hard stop
 
     def resolve(self) -> "TrainConfig":
         if self.stage not in STAGE_DEFAULTS:
@@ -117,6 +119,8 @@ class TrainConfig:
         if self.gradient_checkpointing not in (False, True, "full", "selective"):
             raise TrainError(f"gradient_checkpointing must be true, false, \"full\" or \"selective\", got "
                              f"{self.gradient_checkpointing!r}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise TrainError(f"time_limit must be a positive number of seconds, got {self.time_limit}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         return self
@@ -605,6 +609,7 @@ class Trainer:
         self.console(f"training {config.stage}: {self.model_config.num_parameters():,} parameters"
                      f"{' (LoRA)' if config.lora else ''}, {self.dist.world} process(es) on {self.dist.device.type}, "
                      f"{tokens_per_step:,} tokens per step, steps {self.step + 1}..{config.steps}")
+        began, first_step, step_times = time.perf_counter(), self.step, []
         while self.step < config.steps:
             start = time.perf_counter()
             try:
@@ -617,6 +622,11 @@ class Trainer:
                 self.console("the training data ran out")
                 break
             seconds = time.perf_counter() - start
+            step_times.append(seconds)
+            elapsed = self._main_clock(time.perf_counter() - began) if config.time_limit else 0.0
+            if config.time_limit and self.step - first_step == FIT_AFTER + 1:
+                median = self._main_clock(sorted(step_times[1:])[FIT_AFTER // 2])
+                self._fit_to_time(config.time_limit - elapsed, median)
             record["tokens_per_s"] = round(tokens_per_step / seconds, 1)
             record["mfu"] = round(self.flops_per_token * tokens_per_step / seconds / (self.peak * self.dist.world), 4) \
                 if self.peak else None
@@ -632,12 +642,39 @@ class Trainer:
                     self._log({"step": self.step, "val_loss": val})
                     self.console(f"step {self.step} | validation loss {val:.4f}")
                     last["val_loss"] = val
+            out_of_time = config.time_limit is not None and elapsed >= config.time_limit
+            if out_of_time and self.step < config.steps:
+                self.console(f"time limit of {config.time_limit:.0f} s reached at step {self.step} of {config.steps}")
+                self._log({"step": self.step, "stopped": "time_limit", "steps_planned": config.steps})
+                config.steps = self.step
+                if (val := self.evaluate()) is not None:
+                    self._log({"step": self.step, "val_loss": val})
+                    self.console(f"step {self.step} | validation loss {val:.4f}")
+                    last["val_loss"] = val
             if self.step % config.save_every == 0 or self.step == config.steps:
                 self._save()
         self._write_final()
         if self.dist.world > 1:
             torch.distributed.barrier()
         return last
+
+    def _main_clock(self, seconds: float) -> float:
+        """The main process's reading, on every process: all of them stop or shorten at the same step."""
+        value = torch.tensor(seconds if self.dist.main else 0.0, dtype=torch.float64, device=self.dist.device)
+        return float(self.dist.all_sum(value))
+
+    def _fit_to_time(self, seconds_left: float, seconds_per_step: float) -> None:
+        """Shorten the schedule (warm-up and cosine, in proportion) so that the steps left fit in 90 % of the time
+        left."""
+        config = self.config
+        fit = self.step + max(int(0.9 * seconds_left / seconds_per_step), 1)
+        if fit >= config.steps:
+            return
+        self.console(f"time limit: {seconds_per_step * 1e3:.0f} ms per step, {fit} of {config.steps} steps fit; "
+                     "the schedule now ends there")
+        self._log({"step": self.step, "steps_planned": config.steps, "steps_fitted": fit})
+        config.warmup_steps = max(round(config.warmup_steps * fit / config.steps), 1)
+        config.steps = fit
 
     def _write_final(self) -> None:
         found = ckpt.list_checkpoints(self.run_dir) if self.dist.main else []
