@@ -280,13 +280,19 @@ class Batches:
         self.iterator = iter(self.packer)
         self.batch_size, self.dist = config.batch_size, dist
 
-    def next(self) -> dict[str, torch.Tensor] | None:
-        """The next micro-batch of this process: world x batch_size sequences are drawn, slice `rank` is kept."""
+    def next(self, partial: bool = False) -> dict[str, torch.Tensor] | None:
+        """The next micro-batch of this process: world x batch_size sequences are drawn, slice `rank` is kept.
+        When the data ends inside a batch it is dropped, or with `partial` (evaluation) filled up with rows that
+        have no targets, so that a validation split smaller than one batch is still scored."""
         rows = []
         for _ in range(self.batch_size * self.dist.world):
             item = next(self.iterator, None)
             if item is None:
-                return None
+                if not partial or not rows:
+                    return None
+                item = {"input_ids": np.zeros_like(rows[0]["input_ids"]),
+                        "labels": np.full_like(rows[0]["labels"], IGNORE_INDEX),
+                        "position_ids": np.arange(len(rows[0]["position_ids"]), dtype=rows[0]["position_ids"].dtype)}
             rows.append(item)
         mine = rows[self.dist.rank * self.batch_size:(self.dist.rank + 1) * self.batch_size]
         device = self.dist.device
@@ -588,7 +594,7 @@ class Trainer:
         batches = Batches(Path(self.config.data, "validation"), self.config, self.dist, self.pad_id, epochs=1, seed=0)
         total = torch.zeros(2, dtype=torch.float64, device=self.dist.device)
         for _ in range(self.config.eval_batches):
-            batch = batches.next()
+            batch = batches.next(partial=True)
             if batch is None:
                 break
             total[0] += self._loss_sum(batch).double()
@@ -627,6 +633,10 @@ class Trainer:
             if config.time_limit and self.step - first_step == FIT_AFTER + 1:
                 median = self._main_clock(sorted(step_times[1:])[FIT_AFTER // 2])
                 self._fit_to_time(config.time_limit - elapsed, median)
+            if config.time_limit is not None and elapsed >= config.time_limit and self.step < config.steps:
+                self.console(f"time limit of {config.time_limit:.0f} s reached at step {self.step} of {config.steps}")
+                self._log({"step": self.step, "stopped": "time_limit", "steps_planned": config.steps})
+                config.steps = self.step                   # this step is the last: evaluated and saved below
             record["tokens_per_s"] = round(tokens_per_step / seconds, 1)
             record["mfu"] = round(self.flops_per_token * tokens_per_step / seconds / (self.peak * self.dist.world), 4) \
                 if self.peak else None
@@ -639,15 +649,6 @@ class Trainer:
             if self.step % config.eval_every == 0 or self.step == config.steps:
                 val = self.evaluate()
                 if val is not None:
-                    self._log({"step": self.step, "val_loss": val})
-                    self.console(f"step {self.step} | validation loss {val:.4f}")
-                    last["val_loss"] = val
-            out_of_time = config.time_limit is not None and elapsed >= config.time_limit
-            if out_of_time and self.step < config.steps:
-                self.console(f"time limit of {config.time_limit:.0f} s reached at step {self.step} of {config.steps}")
-                self._log({"step": self.step, "stopped": "time_limit", "steps_planned": config.steps})
-                config.steps = self.step
-                if (val := self.evaluate()) is not None:
                     self._log({"step": self.step, "val_loss": val})
                     self.console(f"step {self.step} | validation loss {val:.4f}")
                     last["val_loss"] = val
