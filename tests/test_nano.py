@@ -154,15 +154,64 @@ def test_greedy_completion_of_a_function_prompt_parses():
         ast.parse(prompt + completion.text)                      # raises SyntaxError if the code does not parse
 
 
+def recipe(name: str):
+    """A script of recipes/nano as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / "nano" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_device_call_packs_an_arm_and_it_unpacks_to_the_same_checkpoint(tmp_path, monkeypatch):
+    """pack.py (there) -> pieces -> pack.py --unpack (here): the bf16 weights bit for bit, the code-aware class
+    buffer (uint8) as it was, the config and the runs' metrics; the pieces smaller than the device tool's files."""
+    from safetensors.torch import load_file
+
+    from zhcoder.checkpoint import save_model
+    from zhcoder.code_bias import enable_code_aware_attention
+    from zhcoder.config import ModelConfig
+    from zhcoder.model import QwenForCausalLM, init_weights
+
+    tokenizer = Tokenizer.from_dir(EMBEDDED_MODEL)
+    model = QwenForCausalLM(ModelConfig(vocab_size=16512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                        tie_word_embeddings=True))
+    init_weights(model, std=0.02, seed=1)
+    enable_code_aware_attention(model, tokenizer)
+    runs = tmp_path / "runs" / "bias"
+    save_model(model, runs / "stage2" / "final", tokenizer=tokenizer)
+    for stage in ("stage1", "stage2"):
+        (runs / stage).mkdir(exist_ok=True)
+        (runs / stage / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 9.7}) + "\n")
+        (runs / stage / "config.json").write_text(json.dumps({"stage": stage}))
+    pack = recipe("pack")
+    monkeypatch.setattr(pack, "PIECE", 256 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    pack.pack(runs / "stage2" / "final", "bias", runs, out)
+    pieces = sorted(out.iterdir())
+    assert len(pieces) > 1 and all(piece.stat().st_size <= 256 * 1024 for piece in pieces)
+    folder = pack.unpack(out, "bias", tmp_path / "here")
+    original = load_file(runs / "stage2" / "final" / "model.safetensors")
+    unpacked = load_file(folder / "model.safetensors")
+    assert unpacked.keys() == original.keys()
+    for name, tensor in original.items():
+        expected = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
+        assert unpacked[name].dtype == expected.dtype and torch.equal(unpacked[name], expected), name
+    assert unpacked["model.code_token_class"].dtype == torch.uint8
+    assert json.loads((folder / "config.json").read_text())["code_aware_attention"] is True
+    assert (folder / "runs" / "stage1" / "metrics.jsonl").read_text() == (runs / "stage1" / "metrics.jsonl").read_text()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
+                                                        "runs"]
+
+
 def test_the_recipe_mines_chat_pairs_and_plain_completions():
     """synth_sft.py turns a documented function into a fenced chat answer and two unfenced prompt-completion rows
     that put the function back together (one group, so one split), so SFT does not teach fences to plain
     completion; multi-line signatures, decorators, CRLF files and form feeds cut at the right lines."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("synth_sft", ROOT / "recipes" / "nano" / "synth_sft.py")
-    synth_sft = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(synth_sft)
+    synth_sft = recipe("synth_sft")
     function = ('def 合计(订单列表, 折扣=1.0):\n    """计算订单列表的总价，再乘以折扣。\n\n    订单是 (单价, 数量) 元组。\n    """\n'
                 '    总价 = sum(单价 * 数量 for 单价, 数量 in 订单列表)\n    return 总价 * 折扣\n')
     rows = list(synth_sft.rows_of(Path("shop.py"), "import math\n\n\n" + function + "\n\ndef _private():\n    pass\n"))
