@@ -172,7 +172,7 @@ def test_fsdp2_under_torchrun_matches_one_process_and_resumes_from_shards(corpus
 def test_a_time_limit_shortens_the_schedule_to_fit_then_stops_hard(corpus, tmp_path):
     fitted = tmp_path / "fitted"
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}   # a busy machine's cores slow 2 threads 50x, not 1
-    result = ok(pretrain(corpus, fitted, "--steps", "100000", "--time-limit", "8", "--eval-every", "100000",
+    result = ok(pretrain(corpus, fitted, "--steps", "100000", "--time-limit", "5", "--eval-every", "100000",
                          "--save-every", "100000", env=one_thread))
     assert "steps fit; the schedule now ends there" in result.stdout
     records = [json.loads(line) for line in (fitted / "metrics.jsonl").read_text().splitlines()]
