@@ -38,8 +38,10 @@ def run_summary(stage_dir: Path) -> dict:
     tokens = sum(r["tokens"] for r in steps)
     losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     mfu = [r["mfu"] for r in steps if r.get("mfu") is not None]
+    last = steps[-20:]                                  # one batch's loss is noise; the card shows the last 20
     return {"steps": len(steps), "tokens": tokens, "seconds": round(seconds), "tokens_per_s": round(tokens / seconds),
-            "final_loss": round(sum(r["loss"] for r in steps[-20:]) / len(steps[-20:]), 4), "validation_loss": round(losses[-1], 4) if losses else None,
+            "final_loss": round(sum(r["loss"] for r in last) / len(last), 4),
+            "validation_loss": round(losses[-1], 4) if losses else None,
             "mfu": round(sum(mfu) / len(mfu), 4) if mfu else None, "seq_len": config["seq_len"],
             "batch_size": config["batch_size"], "lr": config["lr"]}
 
@@ -207,8 +209,8 @@ def main() -> None:
     text = card(model.config, json.loads((args.work / "pretrain" / "sources.json").read_text()),
                 json.loads((args.work / "pretrain" / "stats.json").read_text()),
                 json.loads((args.work / "sft" / "stats.json").read_text()), stages, tokenizer_efficiency(final),
-                scores, args.ablation.read_text() if args.ablation else None, args.hardware, args.label or args.run.name, args.interim, args.note,
-                args.cpu)
+                scores, args.ablation.read_text() if args.ablation else None, args.hardware,
+                args.label or args.run.name, args.interim, args.note, args.cpu)
     (args.out / "README.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
 
