@@ -4,7 +4,8 @@
 
 1. Packed documents with the code-aware bias: logits through FlexAttention (compiled on GPU) and through the SDPA
    boolean mask against each document run alone, fp32 and bf16 (max |difference|).
-2. Gradients of the code-aware bias and of q_proj through FlexAttention's score_mod vs the SDPA path.
+2. Gradients of the code-aware bias and of q_proj through FlexAttention (the bias as value weights) vs the SDPA
+   path.
 3. A short bf16 pre-training run of the real Trainer on synthetic shards, and the same run stopped after step 8
    and resumed from its step-6 checkpoint: whether the per-step losses equal the uninterrupted run's.
 """
