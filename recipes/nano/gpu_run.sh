@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
-# $OUT (pack.py); then the GPU measurements of issue 9 (benchmarks/gpu_suite.py) in the time left. Run from the
-# repository root with the data of build_corpus.py copied into .nano/ (git-excluded) and carried, xz-compressed
+# $OUT (pack.py); benchmarks/gpu_check.py; then the GPU measurements of issue 9 (benchmarks/gpu_suite.py) in the
+# time left. Run from the repository root with the data of build_corpus.py copied into .nano/ (git-excluded) and
+# carried, xz-compressed
 # (25 MB -> 6 MB: with the shipped weights tracked, .nano itself no longer fits the device call's 64 MiB):
 #   here: tar -cJf .nano.tar.xz .nano        (git-excluded too)
 #   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
 # Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain.
 # One arm in a shorter call, no measurements: ARMS=bias TRAIN_S=170 STAGE1_S=105 STAGE2_S=30 END=0 bash recipes/nano/gpu_run.sh
-# A CPU rehearsal of every step: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny bash recipes/nano/gpu_run.sh
+# A CPU rehearsal: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 bash recipes/nano/gpu_run.sh
 set -uo pipefail                                # no -e: the measurements run even if training fails
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TORCH_LOGS=recompiles   # a recompiling step shows in the log
 END=${END:-570}                                 # seconds from the start by which everything is written
@@ -24,6 +25,10 @@ for arm in ${ARMS:-bias plain}; do
     grep -E "^training|time limit|validation|ecompil|rror|wrote|: [0-9]+ s$" ".nano/runs/$arm.log" | sed "s/^/$arm: /"
     grep -E "^step [0-9]*00/" ".nano/runs/$arm.log" | sed "s/^/$arm: /" | tail -4
 done
+if [ "$END" -gt 0 ] && [ "${CHECK:-1}" = 1 ]; then   # the training path's GPU checks (bias gradients, resume): ~1 minute
+    timeout 150 python3 benchmarks/gpu_check.py --tokenizer .nano/tokenizer 2>&1 | tee -a "$OUT/run.log" \
+        | grep -E "diff|exact|fell|rror"
+fi
 budget=$((END - SECONDS - 15))
 if [ "$budget" -gt 60 ]; then
     timeout $((budget + 15)) python3 benchmarks/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" ${SUITE_FLAGS:-} 2>&1 \
