@@ -38,6 +38,7 @@ import torch
 
 from zhcoder import ZhcoderError
 from zhcoder.data.shards import IGNORE_INDEX, PackedSequences, TokenDataset, read_index
+from zhcoder.train import sharded
 from zhcoder.train import state as ckpt
 from zhcoder.train.lora import DEFAULT_TARGETS
 
@@ -411,7 +412,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
         if self.fsdp and not self.config.lora:
-            return self._save_sharded()
+            return sharded.save(self)
         model_state = get_model_state_dict(self.model, options=self._options())
         optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=self._options())
         if not self.dist.main:
@@ -421,69 +422,6 @@ class Trainer:
                           optimizer_state, state, keep_last=self.config.keep_last)
         self.console(f"checkpoint {path}")
         return path
-
-    def _sharded_model_state(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        state = get_model_state_dict(self.model)
-        if self.model_config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)               # the same tensor as model.embed_tokens.weight
-        return state
-
-    def _save_sharded(self) -> Path | None:
-        """FSDP: every process writes its own shards (model and optimizer) in parallel; the coordinator also
-        consolidates the model into the checkpoint's HF files, and rank 0 seals the checkpoint."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint import HuggingFaceStorageWriter
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-        from zhcoder.checkpoint import save_model
-
-        tmp = ckpt.begin(self.run_dir, self.step) if self.dist.main else \
-            self.run_dir / "checkpoints" / (ckpt.checkpoint_name(self.step) + ".tmp")
-        torch.distributed.barrier()
-        dcp.save(self._sharded_model_state(),
-                 storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True, enable_consolidation=True))
-        optimizer = get_optimizer_state_dict(self.model, self.optimizer)
-        tensors = {f"{name}.{key}": value for name, entries in optimizer["state"].items()
-                   for key, value in entries.items() if key != "step"}
-        steps = {name: float(entries["step"]) for name, entries in optimizer["state"].items()}
-        dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(tmp / "optimizer"), save_distributed=True))
-        path = None
-        if self.dist.main:
-            self.model_config.torch_dtype = "float32"             # the master weights the shards hold
-            save_model(self.model, tmp, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,
-                       weights=False)
-            from safetensors.torch import save_file
-
-            save_file(ckpt.rng_tensors(), tmp / "rng.safetensors")
-            state = {"data": self.train_batches.state_dict(), "config": dataclasses.asdict(self.config),
-                     "optimizer_param_groups": optimizer["param_groups"], "optimizer_steps": steps,
-                     "world_size": self.dist.world}
-            path = ckpt.commit(self.run_dir, self.step, state, keep_last=self.config.keep_last)
-            self.console(f"checkpoint {path}")
-        torch.distributed.barrier()
-        return path
-
-    def _restore_sharded(self, folder: Path, saved: dict) -> None:
-        import torch.distributed.checkpoint as dcp
-        from safetensors.torch import load_file
-        from torch.distributed.checkpoint import HuggingFaceStorageReader
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
-
-        model_state = self._sharded_model_state()
-        dcp.load(model_state, storage_reader=HuggingFaceStorageReader(str(folder / "sharded")))
-        set_model_state_dict(self.model, model_state, options=StateDictOptions(strict=False))
-        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        tensors = {f"{name}.{key}": torch.zeros_like(p) for name, p in trainable for key in ("exp_avg", "exp_avg_sq")}
-        dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(folder / "optimizer")))
-        steps = saved["optimizer_steps"]
-        state = {"state": {name: {"exp_avg": tensors[f"{name}.exp_avg"], "exp_avg_sq": tensors[f"{name}.exp_avg_sq"],
-                                  "step": torch.tensor(steps[name])} for name, _ in trainable},
-                 "param_groups": saved["optimizer_param_groups"]}
-        set_optimizer_state_dict(self.model, self.optimizer, state)
-        ckpt.restore_rng(load_file(folder / "rng.safetensors"))
 
     def _save_weights(self, folder: Path, model_state: dict) -> None:
         from zhcoder.checkpoint import save_model
@@ -517,7 +455,7 @@ class Trainer:
             if not self.fsdp:
                 raise TrainError(f"{folder} was written by {saved.get('world_size')} processes (FSDP): resume it "
                                  "under torchrun")
-            self._restore_sharded(folder, saved)
+            sharded.restore(self, folder, saved)
         else:
             optimizer_state, rng = ckpt.read_optimizer_and_rng(folder, saved)
             set_model_state_dict(self.model, self._weights_of(folder), options=self._options(strict=False))
