@@ -2,8 +2,8 @@
 # The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
 # $OUT (pack.py); benchmarks/gpu_check.py; then the GPU measurements of issue 9 (benchmarks/gpu_suite.py) in the
 # time left. Run from the repository root with the data of build_corpus.py copied into .nano/ (git-excluded) and
-# carried, xz-compressed
-# (25 MB -> 6 MB: with the shipped weights tracked, .nano itself no longer fits the device call's 64 MiB):
+# carried xz-compressed (25 MB -> 6 MB; once the full-size weights are tracked, .nano itself would not fit the
+# device call's 64 MiB):
 #   here: tar -cJf .nano.tar.xz .nano        (git-excluded too)
 #   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
 # Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain.

@@ -571,7 +571,7 @@ class Trainer:
             if config.time_limit and self.step - first_step == FIT_AFTER + 1:
                 median = self._main_clock(sorted(step_times[1:])[FIT_AFTER // 2])
                 self._fit_to_time(config.time_limit - elapsed, median)
-            if config.time_limit is not None and elapsed >= config.time_limit and self.step < config.steps:
+            if config.time_limit and elapsed >= config.time_limit and self.step < config.steps:
                 self.console(f"time limit of {config.time_limit:.0f} s reached at step {self.step} of {config.steps}")
                 self._log({"step": self.step, "stopped": "time_limit", "steps_planned": config.steps})
                 config.steps = self.step                   # this step is the last: evaluated and saved below
