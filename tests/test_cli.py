@@ -59,12 +59,19 @@ def test_complete_json_matches_the_engine(tiny):
     assert set(out) == {"text", "token_ids", "prompt_tokens", "finish_reason"}
     tokenizer = Tokenizer.from_dir(tiny)
     engine = Engine(load_model(tiny, dtype="float32"), tokenizer)
-    expected = engine.generate([prompt], SamplingParams(max_new_tokens=12))[0]
+    expected = engine.generate([prompt], SamplingParams(max_new_tokens=12, token_healing=True))[0]  # the default
     assert out["token_ids"] == expected.token_ids
     assert out["prompt_tokens"] == len(tokenizer.encode(prompt))
     assert out["finish_reason"] == expected.finish_reason
     stop_ids = set(tokenizer.stop_token_ids)
-    assert out["text"] == tokenizer.decode([t for t in out["token_ids"] if t not in stop_ids and t < tokenizer.vocab_size])
+    healed = tokenizer.decode(tokenizer.encode(prompt)[-1:])        # the prompt's last token, which the text omits
+    generated = [t for t in out["token_ids"] if t not in stop_ids and t < tokenizer.vocab_size]
+    assert healed + out["text"] == tokenizer.decode(generated)
+    literal = zhcoder("complete", "--model", tiny, prompt, "-n", "12", "--json", "--no-token-healing")
+    literal = json.loads(literal.stdout)
+    assert literal["token_ids"] == engine.generate([prompt], SamplingParams(max_new_tokens=12))[0].token_ids
+    assert literal["text"] == tokenizer.decode([t for t in literal["token_ids"] if t not in stop_ids
+                                                and t < tokenizer.vocab_size])
 
 
 def test_complete_decode_paths_and_quantize(tiny):
@@ -80,7 +87,7 @@ def test_complete_decode_paths_and_quantize(tiny):
         runs[flags[-1]] = json.loads(result.stdout)["token_ids"]
     assert runs["--no-compile"] == runs["plain"]
     engine = Engine(quantize_model(load_model(tiny, dtype="float32"), "int8"), Tokenizer.from_dir(tiny))
-    assert runs["int8"] == engine.generate([prompt], SamplingParams(max_new_tokens=8))[0].token_ids
+    assert runs["int8"] == engine.generate([prompt], SamplingParams(max_new_tokens=8, token_healing=True))[0].token_ids
 
 
 def test_complete_reads_file_and_stdin_and_streams(tiny, tmp_path):

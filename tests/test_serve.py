@@ -123,6 +123,24 @@ def test_completions_with_suffix_are_fill_in_the_middle(served, engine):
     assert extra["tokens_evaluated"] > infill["tokens_evaluated"]
 
 
+def test_token_healing_is_an_extra_field_of_completions(served, engine):
+    """`extra_body={"token_healing": true}`: the engine's healed completion, whole and streamed; refused with a suffix
+    or logprobs, whose token offsets it would break."""
+    prompt = "def 计算订单总价(订单列表):"
+    expected = engine.generate([prompt], SamplingParams(max_new_tokens=10, token_healing=True))[0]
+    heal = {"token_healing": True}
+    reply = served.client.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0,
+                                             extra_body=heal)
+    assert reply.choices[0].text == expected.text and reply.usage.completion_tokens == len(expected.token_ids)
+    chunks = served.client.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0,
+                                              extra_body=heal, stream=True)
+    assert "".join(c.choices[0].text for c in chunks) == expected.text
+    for refused in ({"suffix": "\n    return 0\n"}, {"logprobs": 1}):
+        with pytest.raises(openai.BadRequestError) as error:
+            served.client.completions.create(model="tiny", prompt=prompt, max_tokens=4, extra_body=heal, **refused)
+        assert error.value.body["param"] == "token_healing"
+
+
 def test_stop_strings_cut_the_text_also_when_streaming(served):
     free = served.client.completions.create(model="tiny", prompt="订单状态", max_tokens=24, temperature=0).choices[0]
     assert len(free.text) >= 6

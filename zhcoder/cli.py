@@ -65,12 +65,12 @@ def _load(model: Optional[str], dtype: str, decode: str = "auto", compile: Optio
     return Engine.from_dir(default_model(model), dtype=dtype, quantize=quantize, **_decode_path(decode, compile))
 
 
-def _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop):
+def _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop, token_healing=False):
     from .engine import SamplingParams
 
     return SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-        repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []),
+        repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []), token_healing=token_healing,
     )
 
 
@@ -191,14 +191,18 @@ def complete(prompt: Optional[str] = typer.Argument(None, help="prompt text (or 
              temperature: float = Temperature, top_p: float = TopP, top_k: int = TopK, min_p: float = MinP,
              repetition_penalty: float = RepetitionPenalty, seed: Optional[int] = Seed,
              stop: Optional[list[str]] = Stop, as_json: bool = JsonFlag, decode: str = DecodeOption,
-             compile: Optional[bool] = CompileOption, quantize: Optional[str] = QuantizeOption):
+             compile: Optional[bool] = CompileOption, quantize: Optional[str] = QuantizeOption,
+             token_healing: bool = typer.Option(True, "--token-healing/--no-token-healing",
+                                                help="back up over the prompt's last token and let the model "
+                                                     "choose how it continues: 'def f(x):' goes on as if "
+                                                     "'):\\n' were one token (zhcoder.healing)")):
     """Continue a prompt."""
     text = _read(prompt, file, "prompt")
     if text is None:
         if sys.stdin.isatty():
             raise UsageError("no prompt: give it as an argument, with --file, or on stdin")
         text = sys.stdin.read()
-    params = _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
+    params = _params(max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop, token_healing)
     _run(_load(model, dtype, decode, compile, quantize), text, params, as_json)
 
 

@@ -40,6 +40,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)  # stop strings: the text ends just before the first one
     stop_token_ids: list[int] | None = None  # None: the tokenizer's end-of-text / end-of-turn tokens
+    token_healing: bool = False  # back up over the prompt's last token; the first token must start with it (healing.py)
 
     def __post_init__(self):
         checks = [
@@ -59,8 +60,8 @@ class SamplingParams:
 @dataclass
 class Completion:
     text: str
-    token_ids: list[int]  # generated ids, including the stop token that ended the text, if any
-    prompt_tokens: int
+    token_ids: list[int]  # generated ids, including the stop token that ended the text, if any (with token
+    prompt_tokens: int    # healing the first one also spells the prompt's last token, which the text leaves out)
     finish_reason: str  # "stop" (stop token or stop string) or "length"
 
 
@@ -75,10 +76,12 @@ class Event:
 
 class TextStream:
     """Bytes in, text out: releases whole UTF-8 characters, cuts at the first stop string, holds back
-    any tail that is still the start of a stop string."""
+    any tail that is still the start of a stop string. `healed`: the prompt's bytes a healed prompt's first token
+    repeats (zhcoder.healing), dropped from the front of the first bytes pushed."""
 
-    def __init__(self, stop: list[str]):
+    def __init__(self, stop: list[str], healed: bytes = b""):
         self.stop = stop
+        self.healed = healed
         self.longest = max((len(s) for s in stop), default=0)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
@@ -88,6 +91,8 @@ class TextStream:
     def push(self, data: bytes, final: bool = False) -> str:
         if self.stopped:
             return ""
+        if self.healed:
+            data, self.healed = data[len(self.healed):] if data.startswith(self.healed) else data, b""
         before = len(self.text)
         self.text += self.decoder.decode(data, final=final)
         end = len(self.text)
@@ -389,6 +394,25 @@ class Engine:
         self.logits_hook = None
         self._states: collections.OrderedDict[int, DecodeState] = collections.OrderedDict()
         self._compiled_step = None
+        self._healer = None
+
+    def heal(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[list[int]], list[bytes]]:
+        """With `params.token_healing`, each prompt less its last token and that token's bytes (zhcoder.healing);
+        else the prompts as they are and no bytes."""
+        if not params.token_healing:
+            return prompts, [b""] * len(prompts)
+        if self._healer is None:
+            from .healing import TokenHealer
+
+            self._healer = TokenHealer(self.tokenizer)
+        healed = [self._healer.heal(ids) for ids in prompts]
+        return [ids for ids, _ in healed], [tail for _, tail in healed]
+
+    def first_token_mask(self, tails: list[bytes]) -> torch.Tensor | None:
+        """(rows, vocab) bool: the first tokens each row may take after `heal` (None: any)."""
+        if not any(tails):
+            return None
+        return self._healer.mask(tails, self.model.config.vocab_size, self.device)
 
     def logits(self, *args, **kwargs) -> torch.Tensor:
         """The next-token logits (B, vocab) in fp32 after feeding a step to the model."""
@@ -430,6 +454,7 @@ class Engine:
         encoded = [self.encode(p) for p in prompts]
         if any(len(ids) == 0 for ids in encoded):
             raise ValueError("empty prompt: give at least one token")
+        fed, tails = self.heal(encoded, params)
         longest = max(len(ids) for ids in encoded)
         if longest + params.max_new_tokens > self.context_length:
             raise ContextLengthError(
@@ -437,10 +462,10 @@ class Engine:
                 f"context of {self.context_length} tokens"
             )
         stop_ids = set(self.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
-        streams = [TextStream(params.stop) for _ in encoded]
+        streams = [TextStream(params.stop, tail) for tail in tails]
         generated: list[list[int]] = [[] for _ in encoded]
         finished = [False] * len(encoded)
-        steps = self.decode_steps(encoded, params)
+        steps = self.decode_steps(fed, params, self.first_token_mask(tails))
         for step, next_tokens in enumerate(steps):
             for row, token in enumerate(next_tokens):
                 if finished[row]:
@@ -468,13 +493,16 @@ class Engine:
                 steps.close()
                 return
 
-    def decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
-        """Yields the next token of every row, one step at a time; the caller stops when it has enough."""
+    def decode_steps(self, prompts: list[list[int]], params: SamplingParams,
+                     first_mask: torch.Tensor | None = None) -> Iterator[list[int]]:
+        """Yields the next token of every row, one step at a time; the caller stops when it has enough.
+        `first_mask` (rows, vocab) bool: the tokens each row's first sample may take (token healing)."""
         if self.fast:
-            return self._fast_decode_steps(prompts, params)
-        return self._plain_decode_steps(prompts, params)
+            return self._fast_decode_steps(prompts, params, first_mask)
+        return self._plain_decode_steps(prompts, params, first_mask)
 
-    def _plain_decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
+    def _plain_decode_steps(self, prompts: list[list[int]], params: SamplingParams,
+                            first_mask: torch.Tensor | None) -> Iterator[list[int]]:
         model, device = self.model, self.device
         B, longest = len(prompts), max(len(p) for p in prompts)
         total = longest + params.max_new_tokens
@@ -508,6 +536,8 @@ class Engine:
             if seen is not None:
                 penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
                 logits = torch.where(seen, penalised, logits)
+            if step == 0 and first_mask is not None:
+                logits = logits.masked_fill(~first_mask, float("-inf"))
             next_tokens = sample(logits, params, generator)
             yield next_tokens.tolist()
             if step + 1 == params.max_new_tokens:
@@ -601,7 +631,8 @@ class Engine:
         state.position.copy_((position + state.active.long()).clamp(max=cache.max_len - 1))
         return logits if mode.logits else None
 
-    def _fast_decode_steps(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[list[int]]:
+    def _fast_decode_steps(self, prompts: list[list[int]], params: SamplingParams,
+                           first_mask: torch.Tensor | None) -> Iterator[list[int]]:
         B, longest = len(prompts), max(len(p) for p in prompts)
         total = longest + params.max_new_tokens
         full = self._state_for(B, total)
@@ -616,6 +647,8 @@ class Engine:
         logits = self.prefill(state, prompts, seen=mode.penalty)
         if self.logits_hook is not None:
             self.logits_hook(0, logits)
+        if first_mask is not None:
+            logits = logits.masked_fill(~first_mask, float("-inf"))
         sample_rows(logits, state, mode)
         tokens = full.tokens[:B, 0]
         previous = HostCopy(tokens)

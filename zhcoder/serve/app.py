@@ -10,7 +10,8 @@ Endpoints
                                     or Qwen2.5 JSON parsed into OpenAI calls; streamed as tool_call deltas), usage
                                     (also in a last chunk with stream_options.include_usage)
     POST /v1/completions            prompt, suffix -> fill-in-the-middle with Qwen's FIM tokens, stream, echo,
-                                    logprobs (0-5), stop, max_tokens
+                                    logprobs (0-5), stop, max_tokens; token_healing (an extra field: back up over
+                                    the prompt's last token, zhcoder.healing; not with suffix or logprobs)
     POST /infill                    llama.cpp's: input_prefix, input_suffix, input_extra (repo-level context:
                                     [{"filename", "text"}]), prompt, n_predict, stream
 
@@ -111,6 +112,7 @@ class CompletionRequest(Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
     best_of: int | None = Field(None, ge=1, le=1)
     logit_bias: dict | None = None
+    token_healing: bool = False
 
 
 class Extra(BaseModel):
@@ -165,7 +167,7 @@ class Server:
                            code="model_not_found", param="model")
 
     def params(self, body: Sampling, max_tokens: int | None, default_max: int, stop_token_ids=None,
-               seed_offset: int = 0) -> SamplingParams:
+               seed_offset: int = 0, token_healing: bool = False) -> SamplingParams:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > MAX_STOP:
             raise APIError(400, f"at most {MAX_STOP} stop sequences are allowed", param="stop")
@@ -179,7 +181,8 @@ class Server:
             max_new_tokens=wanted, temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p, top_k=body.top_k or 0, min_p=body.min_p or 0.0,
             repetition_penalty=body.repetition_penalty or 1.0,
-            seed=None if body.seed is None else body.seed + seed_offset, stop=stops, stop_token_ids=stop_token_ids)
+            seed=None if body.seed is None else body.seed + seed_offset, stop=stops, stop_token_ids=stop_token_ids,
+            token_healing=token_healing)
 
     def encode(self, prompt: Any) -> list[int]:
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
@@ -431,6 +434,9 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, http: HTTPRequest):
         server.check_model(body.model)
+        if body.token_healing and (body.suffix is not None or body.logprobs is not None):
+            raise APIError(400, "token_healing applies to a plain prompt without logprobs (not with suffix or "
+                                "logprobs)", param="token_healing")
         if body.suffix is not None:
             if not isinstance(body.prompt, str):
                 raise APIError(400, "suffix (fill-in-the-middle) needs a string prompt", param="suffix")
@@ -444,8 +450,8 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             raise APIError(400, "echo with logprobs is not supported", param="echo")
         prompt_ids = server.encode(prompt_text)
         echo = server.tokenizer.decode(prompt_ids) if body.echo else ""
-        params = [server.params(body, body.max_tokens, 16, stop_token_ids=stop_ids, seed_offset=i)
-                  for i in range(body.n)]
+        params = [server.params(body, body.max_tokens, 16, stop_token_ids=stop_ids, seed_offset=i,
+                                token_healing=body.token_healing) for i in range(body.n)]
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": ident, "object": "text_completion", "created": created, "model": server.model_name}
         events = server.run(prompt_ids, params, http, logprobs=body.logprobs)

@@ -117,6 +117,7 @@ class _Active:
     length: int = 0                        # tokens in the cache row
     last: int = 0                          # the token to feed next
     generated: list = field(default_factory=list)
+    first_mask: torch.Tensor | None = None  # token healing: the tokens its first sample may take (vocab,)
     slot: int = -1                         # fast path: the request's row of the DecodeState
     steps_left: int = 0                    # fast path: decode steps still to launch for it
     done: bool = False                     # fast path: finished (results of steps in flight are dropped)
@@ -255,7 +256,8 @@ class Scheduler:
             return
         params, engine = request.params, self.engine
         row = len(self.active)
-        ids = torch.tensor([request.prompt_ids], device=engine.device)
+        fed, tails = engine.heal([request.prompt_ids], params)
+        ids = torch.tensor(fed, device=engine.device)
         generator = None
         if params.seed is not None and params.temperature > 0:
             generator = torch.Generator(device=engine.device).manual_seed(params.seed)
@@ -264,7 +266,9 @@ class Scheduler:
             seen = torch.zeros(engine.model.config.vocab_size, dtype=torch.bool, device=engine.device)
             seen[ids[0]] = True
         stop_ids = set(engine.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
-        active = _Active(request, TextStream(params.stop), generator, seen, stop_ids, length=len(request.prompt_ids))
+        active = _Active(request, TextStream(params.stop, tails[0]), generator, seen, stop_ids, length=len(fed[0]))
+        mask = engine.first_token_mask(tails)
+        active.first_mask = None if mask is None else mask[0]
         logits = engine.logits(ids, None, None, self.cache.row(row), 0)[0]
         if not self._next(active, logits):
             self.active.append(active)
@@ -301,6 +305,8 @@ class Scheduler:
         if active.seen is not None:
             penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
             logits = torch.where(active.seen, penalised, logits)
+        if active.first_mask is not None:
+            logits, active.first_mask = logits.masked_fill(~active.first_mask, float("-inf")), None
         token = int(sample(logits[None], params, active.generator)[0])
         logprob = top = None
         if request.logprobs is not None:
@@ -388,10 +394,14 @@ class Scheduler:
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()))
         row.configure(params, [row_seed(seed, 0)])
         mode = SampleMode.of([params], logprobs=request.logprobs is not None)
-        logits = engine.prefill(row, [request.prompt_ids], seen=mode.penalty)
+        fed, tails = engine.heal([request.prompt_ids], params)
+        logits = engine.prefill(row, fed, seen=mode.penalty)
+        mask = engine.first_token_mask(tails)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
         sample_rows(logits, row, mode)
         stop_ids = set(engine.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
-        active = _Active(request, TextStream(params.stop), None, None, stop_ids, length=len(request.prompt_ids),
+        active = _Active(request, TextStream(params.stop, tails[0]), None, None, stop_ids, length=len(fed[0]),
                          slot=slot, steps_left=params.max_new_tokens - 1)
         if active.steps_left == 0:
             self.state.active[slot] = False
