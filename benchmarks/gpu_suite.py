@@ -16,6 +16,9 @@ tensors, so nothing is copied and both compute on the same numbers; a logits che
   Compile / warm-up time is reported separately. Achieved GB/s = (weight bytes + KV bytes read per step) /
   step time, KV at the mean context of the run; its share of the measured copy bandwidth.
 - prefill tok/s: one --prefill-len prompt (zhcoder in chunks of 512 through its static cache; transformers eager).
+- where the decode step's time goes: after each zhcoder decode measurement, one --profile-tokens generation under
+  torch.profiler; the kernels (CPU ops on CPU) with the most device time, their count and share, and kernels per
+  step -- what the bandwidth left on the table is spent on (launch-bound small kernels or slow matrix-vector ones).
 - int8 decode, batch 1: when `zhcoder.quant.quantize_model` is importable (on a copy of the model).
 - training tok/s and MFU, Qwen3-0.6B shape, seq 2048: the Trainer's step (bf16 autocast over fp32 weights,
   FlexAttention document masks, the chunked loss, fused AdamW, clipping), timed directly on synthetic packed
@@ -116,6 +119,28 @@ class Suite:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def kernel_profile(fn, device: torch.device, top: int = 12) -> dict:
+    """Run `fn` under torch.profiler: its `top` kernels by device time (on CPU: operators by self CPU time), each
+    with its count and share of the total, and the number of kernel launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    if cuda:
+        rows = [(e.key, e.count, e.self_device_time_total) for e in prof.key_averages()
+                if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
+    else:
+        rows = [(e.key, e.count, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    rows.sort(key=lambda row: -row[2])
+    total = sum(us for _, _, us in rows) or 1.0
+    return {"total_us": total, "launches": sum(count for _, count, _ in rows),
+            "top": [{"name": name[:120], "count": count, "us": round(us, 1), "share": round(us / total, 4)}
+                    for name, count, us in rows[:top]]}
 
 
 def timed(fn, device, repeats: int = 1) -> float:
@@ -289,6 +314,16 @@ class Shape:
         t1 = timed(go(1), self.device, self.suite.args.repeats)
         tn = timed(go(n), self.device, self.suite.args.repeats)
         self.decode_row(system, batch, t1, tn, n, warmup, first_tokens=out[0].token_ids[:8], **extra)
+        tokens = self.suite.args.profile_tokens
+        if tokens:                           # where a step's time goes (the prefill is in it too, once)
+            labels = dict(part="profile", shape=self.name, system=system, batch=batch, tokens=tokens)
+            try:
+                found = kernel_profile(go(tokens), self.device)
+            except Exception as error:                              # the measurement above stands
+                self.suite.record(**labels, error=f"{type(error).__name__}: {error}"[:500])
+                return
+            self.suite.record(**labels, launches_per_token=found["launches"] / tokens,
+                              device_us_per_token=found["total_us"] / tokens, top=found["top"])
 
     def hf_generate(self, ids, tokens: int, static: bool):
         kwargs = dict(cache_implementation="static") if static else dict(disable_compile=True)
@@ -427,6 +462,10 @@ def table(suite: Suite) -> str:
             mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
             rows.append(f"\ntraining {r['shape']} seq {r['seq_len']} x {r['batch']}: {r['tok_s']:,.0f} tok/s, "
                         f"MFU {mfu}")
+        if r.get("part") == "profile" and r.get("top"):
+            heaviest = "; ".join(f"{k['name'][:60]} {k['share']:.0%} (x{k['count']})" for k in r["top"][:4])
+            rows.append(f"\nprofile {r['shape']} {r['system']} batch {r['batch']}: {r['launches_per_token']:.0f} "
+                        f"launches and {r['device_us_per_token']:,.0f} us per token; heaviest: {heaviest}")
         if r.get("part") == "copy_bandwidth":
             rows.append(f"\nmeasured copy bandwidth: {r['GB_s']:.0f} GB/s")
     skipped = [f"{r['part']} {r.get('shape', '')} {r.get('system', '')} {r.get('batch', '')}".strip()
@@ -455,10 +494,12 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-transformers-static", action="store_true")
+    parser.add_argument("--profile-tokens", type=int, default=32, help="profile a generation of this many tokens "
+                        "after each zhcoder decode measurement (0: off)")
     args = parser.parse_args()
     if args.tiny:
         args.prompt_len, args.new_tokens, args.eager_new_tokens, args.prefill_len = 8, 6, 4, 40
-        args.batches, args.repeats = [1, 2], 1
+        args.batches, args.repeats, args.profile_tokens = [1, 2], 1, min(args.profile_tokens, 4)
     args.budget = args.budget or (120.0 if args.tiny else 510.0)
     suite = Suite(args)
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")

@@ -253,7 +253,9 @@ def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
     import json
     results = json.loads(out.read_text())
     parts = {r["part"] for r in results["results"]}
-    assert {"copy_bandwidth", "decode", "prefill", "train"} <= parts
+    assert {"copy_bandwidth", "decode", "prefill", "train", "profile"} <= parts
+    profile = next(r for r in results["results"] if r["part"] == "profile")
+    assert profile["top"] and sum(k["share"] for k in profile["top"]) <= 1.0001 and profile["launches_per_token"] > 0
     decode = [r for r in results["results"] if r["part"] == "decode" and "tok_s" in r]
     assert {r["system"] for r in decode} >= {"zhcoder", "transformers eager", "transformers static"}
     assert "| shape |" in done.stdout
