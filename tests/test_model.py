@@ -167,3 +167,19 @@ def test_loading_peak_memory_stays_close_to_weights(tmp_path):
     assert weights_mib > 800
     # one copy of the weights plus a fixed allowance for torch's own start-up (thread pools, allocator)
     assert growth_mib <= 1.15 * weights_mib + 160
+
+
+def test_loading_and_a_plain_generation_do_not_import_the_compiler():
+    """Start-up of every command: torch imports torch._dynamo (a second on these cores) the first time it computes
+    on the meta device, which loading must not do (the embedding's initialisation, the RoPE frequencies)."""
+    import subprocess
+    import sys
+
+    from zhcoder.checkpoint import EMBEDDED_MODEL
+
+    probe = ("import sys; from zhcoder.engine import Engine, SamplingParams; "
+             "Engine.from_dir(sys.argv[1]).generate(['def f(x):'], SamplingParams(max_new_tokens=2)); "
+             "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(EMBEDDED_MODEL)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False"]

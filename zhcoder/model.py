@@ -47,9 +47,10 @@ class RMSNorm(nn.Module):
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> tuple[torch.Tensor, float]:
-    """RoPE inverse frequencies (fp32) and the attention scaling factor, for default, linear and YaRN rope."""
+    """RoPE inverse frequencies (fp32, on the CPU whatever the default device) and the attention scaling factor, for
+    default, linear and YaRN rope."""
     dim, base = config.head_dim, config.rope_theta
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
     scaling = config.rope_scaling or {}
     kind, factor = scaling.get("rope_type", "default"), scaling.get("factor", 1.0)
     if kind == "linear":
@@ -69,9 +70,9 @@ def rope_inverse_frequencies(config: ModelConfig) -> tuple[torch.Tensor, float]:
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001
-    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
     keep = 1 - ramp  # 1 where frequencies are extrapolated (kept), 0 where interpolated
-    pos_freqs = base ** (torch.arange(0, dim, 2).float() / dim)
+    pos_freqs = base ** (torch.arange(0, dim, 2, device="cpu").float() / dim)
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - keep) + (1.0 / pos_freqs) * keep
     attention_factor = scaling.get("attention_factor")
     if attention_factor is None:
@@ -84,8 +85,10 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        # computed on the CPU, then moved: on the meta device (checkpoint loading) torch would import torch._dynamo
+        # for the arithmetic, a second of every command's start-up
         inv_freq, self.attention_scaling = rope_inverse_frequencies(config)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", inv_freq.to(torch.empty(0).device), persistent=False)
         self._config = config
 
     def reset_parameters(self) -> None:
@@ -312,7 +315,7 @@ class QwenModel(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = _embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
@@ -522,6 +525,15 @@ def document_block_mask(position_ids: torch.Tensor, block: int = 128):
 
     return BlockMask.from_kv_blocks(*sparse(partial), *sparse(full), BLOCK_SIZE=block, mask_mod=mask_mod,
                                     seq_lengths=(T, T))
+
+
+def _embedding(rows: int, dim: int) -> nn.Embedding:
+    """nn.Embedding with its N(0, 1) initialisation skipped on the meta device (checkpoint loading): there torch runs
+    normal_ through a decomposition whose first use imports torch._dynamo, a second of every command's start-up."""
+    weight = torch.empty(rows, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(rows, dim, _weight=weight)
 
 
 def init_weights(model: QwenForCausalLM, std: float = 0.02, seed: int | None = None) -> None:
