@@ -59,9 +59,12 @@ class SamplingParams:
 
 @dataclass
 class Completion:
+    """One prompt's result. With token healing, the first of `token_ids` also spells the prompt's last token,
+    whose bytes `text` leaves out, and `prompt_tokens` counts the prompt as given."""
+
     text: str
-    token_ids: list[int]  # generated ids, including the stop token that ended the text, if any (with token
-    prompt_tokens: int    # healing the first one also spells the prompt's last token, which the text leaves out)
+    token_ids: list[int]  # generated ids, including the stop token that ended the text, if any
+    prompt_tokens: int
     finish_reason: str  # "stop" (stop token or stop string) or "length"
 
 
