@@ -2,7 +2,6 @@
 given (from a clone and from an installed wheel), transformers loads it and gives the same logits, and greedy
 completion of a function prompt parses."""
 
-import ast
 import json
 import os
 import shutil
@@ -17,13 +16,11 @@ import pytest
 import torch
 
 from zhcoder.checkpoint import EMBEDDED_MODEL, load_model
-from zhcoder.engine import Engine, SamplingParams
 from zhcoder.tokenizer import Tokenizer
 
 ENV = {k: v for k, v in os.environ.items() if k != "ZHCODER_MODEL"}      # a fresh machine: nothing configured
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "def 计算订单总价(订单列表):"
-HUMANEVAL_STOPS = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#"]
 
 
 def zhcoder(*args, stdin=None):
@@ -147,11 +144,10 @@ INTERIM = "**Interim weights.**" in (EMBEDDED_MODEL / "README.md").read_text(enc
                    "to close the docstring it opens after a bare `def`; the GPU-trained zhcoder-nano must pass, and "
                    "XPASS fails this test")
 def test_greedy_completion_of_a_function_prompt_parses():
-    engine = Engine(load_model(EMBEDDED_MODEL, dtype="float32"), Tokenizer.from_dir(EMBEDDED_MODEL))
-    for prompt in (PROMPT + "\n", 'def add(a, b):\n    """Return the sum of a and b."""\n'):
-        completion = engine.generate([prompt], SamplingParams(max_new_tokens=128, stop=HUMANEVAL_STOPS))[0]
-        assert completion.finish_reason == "stop", completion.text
-        ast.parse(prompt + completion.text)                      # raises SyntaxError if the code does not parse
+    """recipes/nano/smoke.py: greedy completions of a bare Chinese `def` and of a documented `add` stop by themselves
+    (HumanEval's stop strings, 128 tokens) and parse with their prompts."""
+    for prompt, text, problem in recipe("smoke").check(EMBEDDED_MODEL):
+        assert problem is None, f"{problem}:\n{prompt}{text}"
 
 
 def recipe(name: str):

@@ -6,7 +6,11 @@
 # device call's 64 MiB):
 #   here: tar -cJf .nano.tar.xz .nano        (git-excluded too)
 #   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
-# Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain.
+# Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain. The log says
+# whether each arm passes the parse smoke test (smoke.py); if the plain arm fails, a second call at once (the
+# machine keeps .nano/runs for a while) can redo stage 2 alone with a changed recipes/nano/sft.toml (fewer steps,
+# say): python3 recipes/nano/train.py --work .nano --out /tmp/nano-models --arms plain --sft-only --pack "$OUT",
+# then smoke.py again.
 # One arm in a shorter call, no measurements: ARMS=bias TRAIN_S=170 STAGE1_S=105 STAGE2_S=30 END=0 bash recipes/nano/gpu_run.sh
 # A CPU rehearsal: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 bash recipes/nano/gpu_run.sh
 set -uo pipefail                                # no -e: the measurements run even if training fails
@@ -24,6 +28,11 @@ for arm in ${ARMS:-bias plain}; do
     echo "== $arm" >> "$OUT/run.log"; cat ".nano/runs/$arm.log" >> "$OUT/run.log" 2>/dev/null
     grep -E "^training|time limit|validation|ecompil|rror|wrote|: [0-9]+ s$" ".nano/runs/$arm.log" | sed "s/^/$arm: /"
     grep -E "^step [0-9]*00/" ".nano/runs/$arm.log" | sed "s/^/$arm: /" | tail -4
+done
+for arm in ${ARMS:-bias plain}; do                # can it ship? (the smoke test of tests/test_nano.py, seconds)
+    [ -d "/tmp/nano-models/$arm" ] && timeout 60 python3 recipes/nano/smoke.py "/tmp/nano-models/$arm" \
+        --device "$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')" 2>&1 \
+        | tee -a "$OUT/run.log" | grep "^smoke"
 done
 if [ "$END" -gt 0 ] && [ "${CHECK:-1}" = 1 ]; then   # the training path's GPU checks (bias gradients, resume): ~1 minute
     timeout 150 python3 benchmarks/gpu_check.py --tokenizer .nano/tokenizer 2>&1 | tee -a "$OUT/run.log" \
