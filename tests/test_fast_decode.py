@@ -246,7 +246,8 @@ def test_scheduler_on_the_fast_path_equals_the_engine():
 
 def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
     out = tmp_path / "suite.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(out),
+                           "--compile-cache", str(tmp_path / "none-yet.bin")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -5,7 +5,8 @@
 # carried xz-compressed (25 MB -> 6 MB; once the full-size weights are tracked, .nano itself would not fit the
 # device call's 64 MiB):
 #   here: tar -cJf .nano.tar.xz .nano        (git-excluded too)
-#   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
+#   device run: carry [".nano.tar.xz", ".compile_cache.bin"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
+#   (.compile_cache.bin: an earlier call's $OUT/compile_cache.bin on the same card, if there is one; see gpu_suite.py)
 # Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain. The log says
 # whether each arm passes the parse smoke test (smoke.py); if the plain arm fails, a second call at once (the
 # machine keeps .nano/runs for a while) can redo stage 2 alone with a changed recipes/nano/sft.toml (fewer steps,
@@ -40,7 +41,12 @@ if [ "$END" -gt 0 ] && [ "${CHECK:-1}" = 1 ]; then   # the training path's GPU c
 fi
 budget=$((END - SECONDS - 15))
 if [ "$budget" -gt 60 ]; then
-    timeout $((budget + 15)) python3 benchmarks/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" ${SUITE_FLAGS:-} 2>&1 \
+    timeout $((budget + 15)) python3 benchmarks/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" \
+        --compile-cache .compile_cache.bin ${SUITE_FLAGS:-} 2>&1 \
         | tee "$OUT/gpu_suite.log"
+fi
+# the weights come first: drop the suite's compile cache if it would push $OUT past the 64 MiB that comes back
+if [ -f "$OUT/compile_cache.bin" ] && [ "$(du -sm "$OUT" | cut -f1)" -gt 62 ]; then
+    rm "$OUT/compile_cache.bin"; echo "compile_cache.bin dropped: \$OUT over 62 MiB" | tee -a "$OUT/run.log"
 fi
 echo "done after $SECONDS s"
