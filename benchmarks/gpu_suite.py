@@ -27,8 +27,8 @@ tensors, so nothing is copied and both compute on the same numbers; a logits che
 Compile time: every zhcoder batch size compiles its decode step (~2 minutes on the 8B shape, mostly in proportion
 to the 36 layers it traces). --compile-cache FILE loads torch.compile's portable caches
 (`torch.compiler.load_cache_artifacts`) when the file exists, and after every part the suite writes what it has
-compiled to compile_cache.bin beside --out (if at most 15 MiB), to carry into the next call on the same card and
-torch: on CPU a 36-layer step's first compile went from 75 s to 20 s in a fresh cache folder with it.
+compiled or looked up to compile_cache.bin beside --out (if at most 15 MiB; what this run did not use is not in
+it), to carry into the next call on the same card and torch: on CPU a 36-layer step's first compile went from 75 s to 20 s in a fresh cache folder with it.
 
 Parts run in priority order against a --budget (seconds); a part whose estimate no longer fits is recorded as
 skipped. The order: the first shape at the first batch (zhcoder, transformers eager, static), then prefill and
@@ -127,12 +127,15 @@ class Suite:
         self.log(f"{name} {labels} (estimate {estimate:.0f}s, {self.left():.0f}s left)")
         try:
             fn()
-            self.save_compile_cache()
         except Exception as error:                                   # keep going: later parts may still work
             self.record(part=name, error=f"{type(error).__name__}: {error}"[:500],
                         traceback=traceback.format_exc()[-2000:], **labels)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+        try:
+            self.save_compile_cache()
+        except Exception as error:                                   # the measurements stand without it
+            self.log(f"compile cache not saved: {type(error).__name__}: {error}")
 
 
 def sync(device: torch.device) -> None:
@@ -142,7 +145,8 @@ def sync(device: torch.device) -> None:
 
 def kernel_profile(fn, device: torch.device, top: int = 12) -> dict:
     """Run `fn` under torch.profiler: its `top` kernels by device time (on CPU: operators by self CPU time), each
-    with its count and share of the total, and the number of kernel launches."""
+    with its count and share of the total, and the number of device events (kernel launches, memory copies and
+    sets; on CPU operator calls)."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"

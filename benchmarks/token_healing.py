@@ -8,7 +8,7 @@ Two cuts of each of HumanEval's 164 prompts, as an editor sends them:
 For each: the share of prompt + completion that parses (`ast.parse`, HumanEval's stop strings), and for the first
 cut the share of programs identical to the full prompt's. Writes JSON and prints a table.
 
-    python benchmarks/token_healing.py                      # the embedded zhcoder-nano, ~3 minutes on 2 cores
+    python benchmarks/token_healing.py                      # the embedded zhcoder-nano, ~2 minutes on 2 cores
     python benchmarks/token_healing.py --model DIR --limit 40 --out /tmp/healing.json
 """
 

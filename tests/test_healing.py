@@ -3,6 +3,7 @@ token: the engine's healed completions (plain and fast path, batched, the server
 OpenAI API, the CLI's default) equal healing done from its definition, a scan of the whole vocabulary."""
 
 import bisect
+import time
 
 import pytest
 import torch
@@ -126,3 +127,33 @@ def test_the_servers_scheduler_heals_as_the_engine_does(nano, fast):
     for i, prompt in enumerate(PROMPTS):
         ids, text = reference(model, tokenizer, prompt)
         assert (results[i].token_ids, results[i].text) == (ids, text), prompt
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_first_token_that_respells_the_prompt_is_no_stop(nano, fast):
+    """A prompt ending in a newline, with the newline token among the stop ids (a stop-at-end-of-line setup): the
+    healed first token often is that very newline again, which must not end the completion at once."""
+    model, tokenizer = nano
+    prompt = "import os\n"
+    newline = tokenizer.encode(prompt)[-1]
+    ids, _ = reference(model, tokenizer, prompt)
+    assert tokenizer.token_bytes(newline) == b"\n" and ids[0] == newline      # the case this is about
+    later = next(i for i, t in enumerate(ids) if i > 0 and (t == newline or t in tokenizer.stop_token_ids))
+    params = SamplingParams(max_new_tokens=NEW, token_healing=True,
+                            stop_token_ids=[newline, *tokenizer.stop_token_ids])
+    engine = Engine(model, tokenizer, fast=fast, compile=False)
+    completion = engine.generate([prompt], params)[0]
+    expected = b"".join(tokenizer.token_bytes(t) for t in ids[:later])[1:].decode("utf-8", errors="replace")
+    assert (completion.token_ids, completion.text, completion.finish_reason) == (ids[:later + 1], expected, "stop")
+    scheduler = Scheduler(engine, max_batch=2, max_len=256)
+    scheduler.start()
+    done = []
+    try:
+        scheduler.submit(Request(tokenizer.encode(prompt), params, lambda e: "done" in e and done.append(e["done"])))
+        for _ in range(600):
+            if done:
+                break
+            time.sleep(0.05)
+    finally:
+        scheduler.stop()
+    assert (done[0].token_ids, done[0].text) == (ids[:later + 1], expected)

@@ -91,6 +91,11 @@ class TextStream:
         self.released = 0
         self.stopped = False
 
+    def respells(self, data: bytes) -> bool:
+        """Whether `data` (the first token's bytes) only spells the healed prompt's last token again: such a token
+        is no stop token, whatever the stop ids say (a prompt ending in a newline, with the newline as a stop)."""
+        return bool(self.healed) and data == self.healed
+
     def push(self, data: bytes, final: bool = False) -> str:
         if self.stopped:
             return ""
@@ -476,7 +481,7 @@ class Engine:
                 generated[row].append(token)
                 stream = streams[row]
                 reason = None
-                if token in stop_ids:
+                if token in stop_ids and not stream.respells(self.token_bytes(token)):
                     reason = "stop"
                     piece = stream.finish()
                 else:

@@ -8,6 +8,11 @@ backs the prompt up by its last token and makes the first generated token one th
 the hard-constraint form (as in Microsoft's guidance); transformers' `token_healing` only biases the choice and strips
 the prompt's whitespace, which loses indentation.
 
+What changes besides the text: the first generated token re-spells the prompt's last token, so it is one of
+`max_new_tokens` and of the completion's token ids and counts (the prompt's count stays the prompt as given); it is
+no stop token when it only re-spells (a prompt ending in a newline, with the newline as a stop id); the repetition
+penalty sees the tokens fed and generated (the healed prompt, then that first token).
+
     SamplingParams(token_healing=True)                   # Engine.generate / stream, the server's scheduler
     zhcoder complete 'def 计算订单总价(订单列表):'           # on by default in the CLI (--no-token-healing)
     python -m pytest tests/test_healing.py

@@ -333,7 +333,7 @@ class Scheduler:
         active.generated.append(token)
         active.last = token
         stream, reason = active.stream, None
-        if token in active.stop_ids:
+        if token in active.stop_ids and not stream.respells(self.engine.token_bytes(token)):
             reason, piece = "stop", stream.finish()
         else:
             piece = stream.push(self.engine.token_bytes(token))
