@@ -28,7 +28,8 @@ Compile time: every zhcoder batch size compiles its decode step (~2 minutes on t
 to the 36 layers it traces). --compile-cache FILE loads torch.compile's portable caches
 (`torch.compiler.load_cache_artifacts`) when the file exists, and after every part the suite writes what it has
 compiled or looked up to compile_cache.bin beside --out (if at most 15 MiB; what this run did not use is not in
-it), to carry into the next call on the same card and torch: on CPU a 36-layer step's first compile went from 75 s to 20 s in a fresh cache folder with it.
+it), to carry into the next call on the same card and torch. On CPU it took a 36-layer step's first compile in a
+fresh cache folder from 75 s to 20 s.
 
 Parts run in priority order against a --budget (seconds); a part whose estimate no longer fits is recorded as
 skipped. The order: the first shape at the first batch (zhcoder, transformers eager, static), then prefill and
