@@ -73,7 +73,8 @@ def main() -> None:
     start = time.perf_counter()
     reference = [prompt + text for prompt, text in zip(full, complete(engine, full, False, args.new_tokens,
                                                                       args.batch))]
-    rows = [{"cut": "none (HumanEval's prompt)", "healing": False, "parse_rate": sum(map(parses, reference)) / len(full)}]
+    uncut = sum(map(parses, reference)) / len(full)
+    rows = [{"cut": "none (HumanEval's prompt)", "healing": False, "parse_rate": uncut}]
     for cut, prompts in cuts.items():
         for healing in (False, True):
             programs = [p + t for p, t in zip(prompts, complete(engine, prompts, healing, args.new_tokens, args.batch))]
