@@ -13,8 +13,8 @@ import torch
 import zhcoder.engine as engine_module
 from conftest import check_sampling_contract
 from zhcoder.config import ModelConfig
-from zhcoder.engine import (Engine, SampleMode, SamplingParams, _filter, _mix32, _mix32_int, gumbel_noise, row_seed,
-                            sample, sample_rows)
+from zhcoder.engine import Engine, SamplingParams
+from zhcoder.sampling import SampleMode, _filter, _mix32, _mix32_int, gumbel_noise, row_seed, sample, sample_rows
 from zhcoder.model import QwenForCausalLM, init_weights
 from zhcoder.serve.scheduler import Request, Scheduler
 

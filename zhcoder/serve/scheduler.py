@@ -14,7 +14,7 @@ SampleMode). Sampling runs on the device with each slot's own settings, and the 
 step t+1 is launched, so streaming and stop checks overlap the GPU; a finished row is noticed one step late.
 `start(warmup=True)` compiles the greedy step for every window before serving.
 
-Sampling per request is the engine's (zhcoder.engine.sample on the plain path, sample_rows on the fast path:
+Sampling per request is the engine's (zhcoder.sampling: sample on the plain path, sample_rows on the fast path:
 repetition penalty, temperature, top-k, top-p, min-p, a per-request seed), and so is the text: a TextStream per
 request releases whole UTF-8 characters and holds back possible stop strings. Events go to each request's
 `on_event` callback from the scheduler thread: {"text", "token", "logprob"?, "top_logprobs"?} per token, then
@@ -32,8 +32,9 @@ from typing import Callable
 
 import torch
 
-from zhcoder.engine import (MIN_WINDOW, Completion, ContextLengthError, Engine, HostCopy, SampleMode, SamplingParams,
-                            TextStream, _bucket, row_seed, sample, sample_rows)
+from zhcoder.engine import (MIN_WINDOW, Completion, ContextLengthError, Engine, HostCopy, SamplingParams, TextStream,
+                            _bucket)
+from zhcoder.sampling import SampleMode, row_seed, sample, sample_rows
 from zhcoder.model import KVCache
 
 
