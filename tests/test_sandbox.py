@@ -230,6 +230,23 @@ def test_executor_per_program_limits_and_streaming():
         stream.close()
 
 
+def test_a_slow_program_at_the_head_does_not_idle_the_other_workers():
+    """Outcomes leave in input order, but while the first program sleeps the other worker goes on past the
+    submission window (64): 300 quick programs take well under a second of the head's 3."""
+    pulled = []
+
+    def programs():
+        for i in range(301):
+            pulled.append(i)
+            yield "import time\ntime.sleep(3)" if i == 0 else f"assert {i} > 0"
+
+    with Executor(workers=2) as executor:
+        stream = executor.map(programs())
+        assert next(stream).passed
+        assert len(pulled) == 301
+        assert sum(o.passed for o in stream) == 300
+
+
 def test_executor_runs_in_parallel():
     programs = ["import time\ntime.sleep(0.3)"] * 8
     start = time.monotonic()

@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -532,13 +532,18 @@ class Executor:
         return self._stream(iter(programs), None if limits is None else iter(limits))
 
     def _stream(self, programs: Iterator[str], limits: Iterator[Limits] | None) -> Iterator[Outcome]:
-        pending: deque = deque()
+        # Outcomes leave in input order, but work is submitted ahead of the one awaited: up to `running` programs
+        # queued or running, and up to `held` outcomes waiting behind a slow program at the head, so one program
+        # that runs into its timeout does not leave the other workers idle.
+        running = max(64, 16 * self.workers)
+        held = 16 * running
+        pending: deque = deque()   # submitted, not yet yielded, in input order
+        unfinished: set = set()    # submitted, not yet done
         exhausted = False
-        # submitted ahead of the one awaited: a slow program at the head must not leave the other workers idle
-        window = max(64, 16 * self.workers)
         try:
             while True:
-                while not exhausted and len(pending) < window:
+                unfinished = {future for future in unfinished if not future.done()}
+                while not exhausted and len(unfinished) < running and len(pending) < held:
                     try:
                         program = next(programs)
                     except StopIteration:
@@ -547,10 +552,15 @@ class Executor:
                     limit = self.limits if limits is None else next(limits, None)
                     if limit is None:
                         raise ValueError("fewer limits than programs")
-                    pending.append(self._pool.submit(_run_one, program, limit))
+                    future = self._pool.submit(_run_one, program, limit)
+                    pending.append(future)
+                    unfinished.add(future)
                 if not pending:
                     return
-                yield pending.popleft().result()
+                if pending[0].done() or exhausted or len(pending) >= held:
+                    yield pending.popleft().result()
+                else:  # the head is still running: wait for any program to end, then top the queue up again
+                    wait(unfinished, return_when=FIRST_COMPLETED)
         finally:
             for future in pending:
                 future.cancel()
