@@ -48,7 +48,7 @@ DecodeOption = typer.Option("auto", "--decode", help="auto (fast on CUDA), fast 
                             "sampling) or plain")
 CompileOption = typer.Option(None, "--compile/--no-compile", help="torch.compile the fast decode step (default: on CUDA)")
 QuantizeOption = typer.Option(None, "--quantize", help="int8 or int4 weight-only linear layers (zhcoder.quant; on CPU "
-                              "int8 is fast with --dtype bfloat16)")
+                              "both are fast with --dtype bfloat16)")
 
 
 def _decode_path(decode: str, compile: Optional[bool]) -> dict:
