@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zhcoder.data.build import summary
 from zhcoder.data.shards import TokenDataset
 from zhcoder.data.transforms import END_OF_TEXT, FIM_PREFIX, FIM_SUFFIX, fim_unsplit, parse_repo_sample
 from zhcoder.eval.tasks import load_task
@@ -227,6 +228,7 @@ def test_jsonl_and_parquet_records(tmp_path):
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert {k: v["files"] for k, v in stats["languages"].items()} == {"Python": 4, "Rust": 1, "Go": 1}
     assert stats["removed"] == {"unknown_language": 1} and stats["documents_read"] == 7
+    assert summary(stats).startswith("6 of 7 documents kept (from 2 input files); ")
     assert sorted(d[:-len(END_OF_TEXT)] for d in decoded_documents(out / "train")) == \
         sorted([r["content"] for r in rows[:5]] + [table["text"][0].as_py()])
 

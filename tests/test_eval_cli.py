@@ -157,3 +157,15 @@ def test_usage_errors(tmp_path):
         result = zhcoder(*args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_eval_help_names_every_task():
+    import re
+
+    from typer.testing import CliRunner
+
+    from zhcoder.cli import app
+    from zhcoder.eval.tasks import TASK_NAMES
+
+    shown = re.sub(r"-\s+", "-", CliRunner().invoke(app, ["eval", "--help"]).output)   # names wrapped at hyphens
+    assert [name for name in TASK_NAMES if name not in shown] == []

@@ -88,3 +88,6 @@ def test_merged_checkpoint_gives_the_adapter_on_logits(trained):
     hf = transformers.AutoModelForCausalLM.from_pretrained(trained / "merged", dtype=torch.float32)
     torch.testing.assert_close(hf_logits(hf), expected, atol=1e-5, rtol=1e-4)
     assert not list(trained.joinpath("merged").glob("adapter_*"))
+    from zhcoder.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match=r"holds a LoRA adapter, not a model: .*`zhcoder lora merge BASE "):
+        load_model(trained / "run" / "final")                    # what `--model runs/sft/final` says

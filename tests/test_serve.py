@@ -141,6 +141,13 @@ def test_token_healing_is_an_extra_field_of_completions(served, engine):
         assert error.value.body["param"] == "token_healing"
 
 
+def test_logit_bias_is_refused_not_ignored(served):
+    with pytest.raises(openai.BadRequestError) as error:
+        served.client.completions.create(model="tiny", prompt="x", max_tokens=2, logit_bias={"5": 10})
+    assert error.value.body["param"] == "logit_bias"
+    assert served.client.completions.create(model="tiny", prompt="x", max_tokens=2, logit_bias={}).choices
+
+
 def test_stop_strings_cut_the_text_also_when_streaming(served):
     free = served.client.completions.create(model="tiny", prompt="订单状态", max_tokens=24, temperature=0).choices[0]
     assert len(free.text) >= 6
@@ -161,7 +168,10 @@ def test_errors_are_openai_errors(served):
         openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.BadRequestError) as too_long:
         client.completions.create(model="tiny", prompt="代码 " * 3000, max_tokens=8)
-    assert too_long.value.code == "context_length_exceeded"
+    assert too_long.value.code == "context_length_exceeded" and too_long.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "代码 " * 3000}])
+    assert too_long.value.code == "context_length_exceeded" and too_long.value.param == "messages"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10**6)
     with pytest.raises(openai.BadRequestError):
@@ -298,13 +308,16 @@ def test_a_disconnected_client_stops_its_generation(served):
 
 
 def test_upstream_proxy_adds_fim_and_infill(served, engine):
+    from zhcoder.serve.app import FIM_STOP_TOKENS
     from zhcoder.serve.proxy import create_proxy_app
 
     proxy = Running(app=create_proxy_app(served.url + "/v1", upstream_key=KEY), key=None)
     try:
         client = proxy.client
         prefix, suffix = "def 库存检查(商品):\n    ", "\n    return 充足\n"
-        expected = engine.generate([fim_prompt(prefix, suffix)], SamplingParams(max_new_tokens=10))[0].text
+        fim_ids = [engine.tokenizer.token_to_id(token) for token in FIM_STOP_TOKENS]
+        fim_stops = SamplingParams(max_new_tokens=10, stop_token_ids=[i for i in fim_ids if i is not None])
+        expected = engine.generate([fim_prompt(prefix, suffix)], fim_stops)[0].text   # as the local server stops
         reply = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10, temperature=0)
         assert reply.choices[0].text == expected
         streamed = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10,
@@ -313,6 +326,9 @@ def test_upstream_proxy_adds_fim_and_infill(served, engine):
         infill = httpx.post(proxy.url + "/infill", timeout=60,
                             json={"input_prefix": prefix, "input_suffix": suffix, "n_predict": 10}).json()
         assert infill["content"] == expected
+        direct = served.client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=10,
+                                                  temperature=0)
+        assert direct.choices[0].text == expected
         chat = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
         direct = served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
         assert chat.choices[0].message.content == direct.choices[0].message.content
@@ -320,6 +336,41 @@ def test_upstream_proxy_adds_fim_and_infill(served, engine):
             client.chat.completions.create(model="other", messages=MESSAGES)
     finally:
         proxy.stop()
+
+
+def test_upstream_proxy_sends_fim_control_tokens_as_stop_strings():
+    """An upstream that prints special tokens (as zhcoder's own /v1/completions does) must stop where the middle
+    ends: the proxy adds Qwen's FIM control tokens, after the caller's own, to the `stop` of the FIM requests it
+    makes for `suffix` and for /infill."""
+    from fastapi import FastAPI, Request
+
+    from zhcoder.serve.app import FIM_STOP_TOKENS
+    from zhcoder.serve.proxy import create_proxy_app
+
+    seen = []
+    upstream = FastAPI()
+
+    @upstream.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "test"}]}
+
+    @upstream.post("/v1/completions")
+    async def completions(request: Request):
+        seen.append(await request.json())
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "text": "x", "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    fake = Running(app=upstream, key=None)
+    proxy = Running(app=create_proxy_app(fake.url + "/v1"), key=None)
+    try:
+        proxy.client.completions.create(model="m", prompt="a", suffix="b", stop="\n\n", max_tokens=4)
+        httpx.post(proxy.url + "/infill", json={"input_prefix": "a", "input_suffix": "b", "stop": ["END"]}, timeout=30)
+        assert [request["stop"] for request in seen] == [["\n\n", *FIM_STOP_TOKENS], ["END", *FIM_STOP_TOKENS]]
+        assert seen[0]["prompt"] == fim_prompt("a", "b") and "suffix" not in seen[0]
+    finally:
+        proxy.stop()
+        fake.stop()
 
 
 def test_a_full_queue_answers_429(checkpoint):

@@ -105,6 +105,9 @@ def load_config(path: str | Path) -> ModelConfig:
     try:
         return ModelConfig.from_file(directory)
     except FileNotFoundError:
+        if (directory / "adapter_config.json").is_file():
+            raise CheckpointError(f"{directory} holds a LoRA adapter, not a model: merge it into its base first, "
+                                  f"`zhcoder lora merge BASE {directory} OUT`, and use OUT") from None
         raise CheckpointError(f"no config.json in {directory}") from None
     except ConfigError as e:
         raise CheckpointError(f"{directory / 'config.json'}: {e}") from None

@@ -274,8 +274,9 @@ def chat(model: Optional[str] = ModelOption, dtype: str = DtypeOption, max_new_t
 
 @app.command("eval")
 def eval_(task: str = typer.Argument(..., help="humaneval, mbpp, mbpp-plus, humaneval-zh, humaneval-xl-zh, mbpp-zh, "
-                                               "leetcode, leetcode-zh, codexglue-java-cs, codexglue-cs-java; "
-                                               "or `report` followed by output folders"),
+                                               "leetcode, leetcode-zh, codexglue-java-cs, codexglue-cs-java, "
+                                               "security-instruct, security-autocomplete; or `report` followed by "
+                                               "output folders"),
           folders: Optional[list[Path]] = typer.Argument(None, help="with `report`: eval output folders"),
           samples: Optional[Path] = typer.Option(None, help="score a JSONL of task_id + completion/solution (for "
                                                  "translation tasks also a text file, one line per example)"),

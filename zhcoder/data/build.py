@@ -376,7 +376,8 @@ def build(config: BuildConfig, *, workers: int | None = None, executor: str = "l
 
 def summary(stats: dict) -> str:
     """A short human-readable report of a build's stats."""
-    lines = [f"{stats['kept_files']:,} of {stats['input_files']:,} input files kept; "
+    lines = [f"{stats['kept_files']:,} of {stats['documents_read']:,} documents kept (from {stats['input_files']:,} "
+             f"input files); "
              f"{stats['splits']['train']['n_tokens']:,} train + {stats['splits']['validation']['n_tokens']:,} "
              f"validation tokens"]
     if stats["removed"]:

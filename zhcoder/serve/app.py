@@ -200,8 +200,9 @@ class Server:
         return ids
 
     async def run(self, prompt_ids: list[int], params: list[SamplingParams], http: HTTPRequest,
-                  logprobs: int | None = None):
-        """Submit one request per choice; yields (choice, event) as the scheduler produces them."""
+                  logprobs: int | None = None, prompt_param: str = "messages"):
+        """Submit one request per choice; yields (choice, event) as the scheduler produces them. `prompt_param`
+        names the field that made the prompt, for a context_length_exceeded error."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         requests = []
@@ -213,7 +214,7 @@ class Server:
             for request in requests:
                 self.scheduler.submit(request)
         except ContextLengthError as error:
-            raise APIError(400, str(error), code="context_length_exceeded", param="messages") from None
+            raise APIError(400, str(error), code="context_length_exceeded", param=prompt_param) from None
         except QueueFull as error:
             raise APIError(429, f"server busy: {error}", type_="rate_limit_error", code="queue_full") from None
         except SchedulerStopped as error:
@@ -448,13 +449,15 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             prompt_text, stop_ids = body.prompt, None
         if body.echo and body.logprobs is not None:
             raise APIError(400, "echo with logprobs is not supported", param="echo")
+        if body.logit_bias:
+            raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
         prompt_ids = server.encode(prompt_text)
         echo = server.tokenizer.decode(prompt_ids) if body.echo else ""
         params = [server.params(body, body.max_tokens, 16, stop_token_ids=stop_ids, seed_offset=i,
                                 token_healing=body.token_healing) for i in range(body.n)]
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": ident, "object": "text_completion", "created": created, "model": server.model_name}
-        events = server.run(prompt_ids, params, http, logprobs=body.logprobs)
+        events = server.run(prompt_ids, params, http, logprobs=body.logprobs, prompt_param="prompt")
 
         def token_logprobs(event, offset: int) -> dict:
             piece = server.engine.token_bytes(event["token"]).decode("utf-8", errors="replace")
@@ -519,7 +522,7 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             raise APIError(400, f"stop: at most {MAX_STOP} non-empty strings", param="stop")
         params = SamplingParams(max_new_tokens=wanted, temperature=body.temperature, top_p=body.top_p,
                                 top_k=body.top_k, seed=body.seed, stop=body.stop, stop_token_ids=server.fim_stop_ids)
-        events = server.run(prompt_ids, [params], http)
+        events = server.run(prompt_ids, [params], http, prompt_param="input_prefix")
         if not body.stream:
             done = None
             async for _, event in events:

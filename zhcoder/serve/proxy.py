@@ -4,6 +4,8 @@ adding what those lack for code assistants:
 - `/v1/completions` with `suffix`: rewritten into a Qwen FIM prompt (`<|fim_prefix|>…<|fim_suffix|>…<|fim_middle|>`)
   without `suffix`, which vLLM and llama.cpp refuse;
 - `/infill` (llama.cpp's), served through the upstream's `/v1/completions`;
+  both add Qwen's FIM control tokens to `stop`, as the local server stops on them (an upstream that prints
+  special tokens would otherwise go on past the middle);
 - Qwen3-Coder tool calls: when the upstream returns the raw `<tool_call>` XML (or JSON) as text, it is parsed into
   OpenAI `tool_calls`, also while streaming.
 
@@ -23,7 +25,9 @@ from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from zhcoder.chat import fim_prompt, parse_tool_calls
-from zhcoder.serve.app import APIError, InfillRequest, ToolCallFilter, infill_prompt, install_common, sse
+from zhcoder.serve.app import (
+    FIM_STOP_TOKENS, APIError, InfillRequest, ToolCallFilter, infill_prompt, install_common, sse,
+)
 
 
 class Upstream:
@@ -180,6 +184,7 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
             if body.get("echo"):
                 raise APIError(400, "echo cannot be combined with suffix", param="echo")
             body["prompt"] = fim_prompt(body["prompt"], suffix)
+            body["stop"] = with_fim_stops(body.get("stop"))
         if not body.get("stream"):
             return await upstream.post("/completions", body)
         async def convert(events):
@@ -194,7 +199,7 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
         models = (await upstream.client.get("/models")).json().get("data", [])
         request = {"model": models[0]["id"] if models else "default", "prompt": infill_prompt(body),
                    "max_tokens": body.n_predict if body.n_predict > 0 else 512, "temperature": body.temperature,
-                   "top_p": body.top_p, "stop": body.stop or None, "stream": body.stream}
+                   "top_p": body.top_p, "stop": with_fim_stops(body.stop), "stream": body.stream}
         if body.seed is not None:
             request["seed"] = body.seed
         if not body.stream:
@@ -214,3 +219,9 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
         return await relay("/completions", request, convert)
 
     return app
+
+
+def with_fim_stops(stop) -> list:
+    """A request's `stop` (None, a string or a list) plus Qwen's FIM control tokens."""
+    stop = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    return stop + [token for token in FIM_STOP_TOKENS if token not in stop]
