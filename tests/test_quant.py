@@ -198,9 +198,10 @@ def test_atens_packing_on_this_cpu_is_one_we_know():
 
 @needs_int4_kernel
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asymmetric", "symmetric"])
-@pytest.mark.parametrize("rows,contiguous", [(1, True), (7, False), (INT4_KERNEL_MAX_ROWS + 1, True)],
-                         ids=["decode", "strided-input", "many-rows"])
-def test_int4_cpu_kernel_computes_what_the_codes_stand_for(symmetric, rows, contiguous):
+@pytest.mark.parametrize("rows,layout", [(1, "contiguous"), (7, "strided"), (3, "unaligned"),
+                                         (INT4_KERNEL_MAX_ROWS + 1, "contiguous")],
+                         ids=["decode", "strided-input", "unaligned-input", "many-rows"])
+def test_int4_cpu_kernel_computes_what_the_codes_stand_for(symmetric, rows, layout):
     """After use_cpu_kernel(): the same codes (dequantized weight, state dict) and, in bf16, outputs within the
     bound of the bf16 dequantize path (2^-6 of sum_k |x_k| * max|w| of k's group: the kernel's zero point is
     rounded to bf16 too); up to INT4_KERNEL_MAX_ROWS rows through the kernel, more through dequantization."""
@@ -214,8 +215,10 @@ def test_int4_cpu_kernel_computes_what_the_codes_stand_for(symmetric, rows, cont
     exact_w = portable.dequantized_weight()
     assert torch.equal(layer.dequantized_weight(), exact_w)
     assert torch.equal(layer.state_dict()["weight"], portable.weight)          # a state dict stays portable
-    x = torch.randn(rows, 256).bfloat16() if contiguous else torch.randn(rows, 512).bfloat16()[:, ::2]
-    assert x.is_contiguous() == contiguous
+    storage = torch.randn(rows * 512 + 1).bfloat16()
+    x = {"contiguous": storage[:rows * 256].view(rows, 256), "strided": storage[:-1].view(rows, 512)[:, ::2],
+         "unaligned": storage[1:rows * 256 + 1].view(rows, 256)}[layout]
+    assert x.is_contiguous() == (layout != "strided") and (x.data_ptr() % 64 != 0) == (layout == "unaligned")
     with torch.no_grad():
         out = layer(x)
     assert out.dtype == torch.bfloat16 and out.shape == (rows, 208)
