@@ -9,6 +9,7 @@ import torch
 
 from zhcoder.checkpoint import load_model, save_model
 from zhcoder.config import ModelConfig
+from zhcoder.engine import Engine, SamplingParams
 from zhcoder.model import QwenForCausalLM, init_weights
 from zhcoder.tokenizer import Tokenizer
 from zhcoder.train.lora import DEFAULT_TARGETS, load_adapter
@@ -17,10 +18,10 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 
-def zhcoder(*args):
+def zhcoder(*args, ok=True):
     result = subprocess.run([sys.executable, "-m", "zhcoder.cli", *map(str, args)], capture_output=True, text=True,
                             timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.returncode == 0) == ok, result.stderr[-3000:]
     return result
 
 
@@ -91,3 +92,27 @@ def test_merged_checkpoint_gives_the_adapter_on_logits(trained):
     from zhcoder.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match=r"holds a LoRA adapter, not a model: .*`zhcoder lora merge BASE "):
         load_model(trained / "run" / "final")                    # what `--model runs/sft/final` says
+
+
+def test_an_adapter_folder_serves_as_a_model(trained, tmp_path):
+    """`--model RUN/final`, a LoRA adapter folder: its base (recorded by training) with the adapter merged, the
+    model that `lora merge` writes; the CLI completes with it. An adapter whose base is gone says to merge."""
+    adapter = trained / "run" / "final"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((trained / "base").resolve())
+    engine = Engine.from_dir(adapter, dtype="float32")
+    ours = load_adapter(load_model(trained / "base", dtype="float32"), adapter).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(engine.model(IDS), ours(IDS), atol=1e-5, rtol=1e-4)
+    completed = json.loads(zhcoder("complete", "--model", adapter, "def f(x):", "-n", "4", "--json",
+                                   "--dtype", "float32").stdout)
+    assert completed["token_ids"] == engine.generate(["def f(x):"], SamplingParams(max_new_tokens=4,
+                                                                                   token_healing=True))[0].token_ids
+    moved = tmp_path / "adapter"
+    moved.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (moved / name).write_bytes((adapter / name).read_bytes())
+    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "gone/base"}))
+    failed = zhcoder("complete", "--model", moved, "x", ok=False)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+    assert "holds a LoRA adapter whose base (gone/base) is not a checkpoint folder here" in failed.stderr

@@ -98,6 +98,26 @@ def weight_files(directory: Path) -> list[Path]:
     return files
 
 
+def adapter_base(path: str | Path) -> Path | None:
+    """The base checkpoint folder of a PEFT adapter folder (adapter_config.json, no config.json), found from the
+    adapter's `base_model_name_or_path` as written (relative to the current directory) or relative to the adapter
+    folder; None for any other folder."""
+    directory = Path(path)
+    if (directory / "config.json").is_file() or not (directory / "adapter_config.json").is_file():
+        return None
+    config_file = directory / "adapter_config.json"
+    try:
+        name = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (ValueError, OSError, AttributeError) as error:
+        raise CheckpointError(f"{config_file}: not a PEFT adapter config ({error})") from None
+    for candidate in ([Path(name), directory / name] if name else []):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise CheckpointError(f"{directory} holds a LoRA adapter whose base ({name or 'not named'}) is not a checkpoint "
+                          f"folder here: merge it into its base, `zhcoder lora merge BASE {directory} OUT`, and use "
+                          "OUT")
+
+
 def load_config(path: str | Path) -> ModelConfig:
     directory = Path(path)
     if not directory.is_dir():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import collections
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -236,13 +237,21 @@ class Engine:
     @classmethod
     def from_dir(cls, model_dir, dtype: str = "auto", device: str = "cpu", quantize: str | None = None,
                  **options) -> "Engine":
-        """An engine over a checkpoint folder (weights and tokenizer), its linear layers optionally quantized
-        ("int8" / "int4", zhcoder.quant); `options` go to the constructor."""
-        from .checkpoint import load_model
+        """An engine over a checkpoint folder (weights and tokenizer), or a PEFT LoRA adapter folder (merged into
+        its base when loaded), its linear layers optionally quantized ("int8" / "int4", zhcoder.quant); `options`
+        go to the constructor."""
+        from .checkpoint import adapter_base, load_model
         from .tokenizer import Tokenizer
 
-        model = load_model(model_dir, dtype=dtype, device=device)
-        tokenizer = Tokenizer.from_dir(model_dir)
+        base = adapter_base(model_dir)
+        if base is None:
+            model, tokenizer_dir = load_model(model_dir, dtype=dtype, device=device), model_dir
+        else:
+            from .train.lora import merged_model
+
+            model = merged_model(base, model_dir, dtype, device)
+            tokenizer_dir = model_dir if Path(model_dir, "tokenizer.json").is_file() else base
+        tokenizer = Tokenizer.from_dir(tokenizer_dir)
         if quantize:
             from .quant import quantize_model
 

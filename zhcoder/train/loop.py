@@ -337,7 +337,7 @@ class Trainer:
             from zhcoder.train.lora import apply_lora
 
             self.model = apply_lora(self.model, self.config.lora_r, self.config.lora_alpha,
-                                    self.config.lora_dropout, self.config.lora_targets, base_path=self.config.model)
+                                    self.config.lora_dropout, self.config.lora_targets)
         self.bf16 = self.config.precision == "bf16" or (self.config.precision == "auto" and self.dist.device.type == "cuda")
         self.fsdp = self.dist.world > 1
         self.model = self._place(self.model)
@@ -430,9 +430,13 @@ class Trainer:
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
 
+            from zhcoder.train.lora import base_record
+
             base = self.model
             adapter = get_peft_model_state_dict(base, state_dict={k: v for k, v in model_state.items()})
-            base.peft_config["default"].save_pretrained(str(folder))
+            peft_config = base.peft_config["default"]   # the base is recorded only now: get_peft_model_state_dict
+            peft_config.base_model_name_or_path = base_record(self.config.model)   # would load its config
+            peft_config.save_pretrained(str(folder))
             save_file({k: v.contiguous() for k, v in adapter.items()}, folder / "adapter_model.safetensors",
                       metadata={"format": "pt"})
             self.tokenizer.save(folder, chat_template=self.tokenizer.chat_template)
