@@ -41,7 +41,8 @@ def trained(tmp_path_factory):
             "qwen2.5", "--val-fraction", "0")
     zhcoder("train", "sft", "--model", root / "base", "--data", root / "data", "--out", root / "run", "--lora",
             "--lora-r", "4", "--lora-alpha", "8", "--steps", "4", "--lr", "2e-2", "--warmup-steps", "1",
-            "--seq-len", "128", "--batch-size", "2", "--save-every", "4")
+            "--seq-len", "128", "--batch-size", "2", "--save-every", "2")          # two saves: the second
+    assert sorted(p.name for p in (root / "run" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
     return root
 
 

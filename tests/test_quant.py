@@ -5,6 +5,7 @@ whole models against their float selves (logits, teacher-forced and Engine greed
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -209,9 +210,10 @@ def test_int4_cpu_kernel_computes_what_the_codes_stand_for(symmetric, rows, layo
     linear.weight.data = weights_with_outliers(208, 256)
     portable = Int4GroupwiseLinear.from_linear(linear, group_size=64, symmetric=symmetric)
     layer = Int4GroupwiseLinear.from_linear(linear, group_size=64, symmetric=symmetric)
+    storage = layer.weight.data_ptr()
     assert layer.use_cpu_kernel() and layer.layout == cpu_int4_kernel_layout()
-    assert not torch.equal(layer.weight, portable.weight)                      # repacked in place, same size
-    assert layer.weight.shape == portable.weight.shape
+    assert not torch.equal(layer.weight, portable.weight)                      # repacked in place
+    assert layer.weight.data_ptr() == storage and layer.weight.shape == portable.weight.shape
     exact_w = portable.dequantized_weight()
     assert torch.equal(layer.dequantized_weight(), exact_w)
     assert torch.equal(layer.state_dict()["weight"], portable.weight)          # a state dict stays portable
@@ -232,6 +234,54 @@ def test_int4_cpu_kernel_computes_what_the_codes_stand_for(symmetric, rows, layo
     fresh.load_state_dict(portable.state_dict())                               # portable in, repacked
     with torch.no_grad():
         assert torch.equal(fresh(x), out)
+
+
+@needs_int4_kernel
+def test_partial_or_failed_state_dict_loads_leave_repacked_layers_intact():
+    model = quantize_model(tiny("qwen3"), "int4", group_size=32)
+    assert model.quantization["cpu_kernel_layers"] > 0
+    ids = random_ids(8)
+    with torch.no_grad():
+        before = model(ids)
+        model.load_state_dict({"model.norm.weight": model.model.norm.weight.clone()}, strict=False)
+        with pytest.raises(RuntimeError, match="size mismatch"):
+            model.load_state_dict({"model.layers.0.mlp.up_proj.weight": torch.zeros(3, 3, dtype=torch.uint8)},
+                                  strict=False)
+        assert torch.equal(model(ids), before)
+
+
+@pytest.mark.parametrize("capability,layout", [("avx2", "avx2"), ("default", "plain")])
+def test_the_other_cpu_packings_through_aten(capability, layout):
+    """ATen dispatched to another vector width (ATEN_CPU_CAPABILITY), in a fresh interpreter: its packing is
+    detected and the kernel computes what the codes stand for (unrepresentative of speed, exact in meaning)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import torch
+from torch import nn
+from zhcoder.quant import Int4GroupwiseLinear, cpu_int4_kernel_layout
+if not hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"):
+    raise SystemExit("no kernel")
+assert cpu_int4_kernel_layout() == {layout!r}, cpu_int4_kernel_layout()
+for out in (16, 48, 80, 208):
+    linear = nn.Linear(128, out)
+    layer = Int4GroupwiseLinear.from_linear(linear, group_size=32)
+    assert layer.use_cpu_kernel()
+    x = torch.randn(3, 128).bfloat16()
+    with torch.no_grad():
+        weight = layer.dequantized_weight()
+        group_max = weight.abs().view(out, 4, 32).amax(-1).repeat_interleave(32, dim=1)
+        reference = x.float() @ weight.T + linear.bias
+        magnitude = x.float().abs() @ group_max.T + linear.bias.abs()
+        assert ((layer(x).float() - reference).abs() <= 2**-6 * magnitude).all(), out
+print("ok")
+"""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    if "no kernel" in done.stderr:
+        pytest.skip("torch has no CPU int4 kernel here")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_unknown_mode_bad_group_size_and_requantizing_raise_one_line_errors():

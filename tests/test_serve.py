@@ -366,8 +366,13 @@ def test_upstream_proxy_sends_fim_control_tokens_as_stop_strings():
     try:
         proxy.client.completions.create(model="m", prompt="a", suffix="b", stop="\n\n", max_tokens=4)
         httpx.post(proxy.url + "/infill", json={"input_prefix": "a", "input_suffix": "b", "stop": ["END"]}, timeout=30)
-        assert [request["stop"] for request in seen] == [["\n\n", *FIM_STOP_TOKENS], ["END", *FIM_STOP_TOKENS]]
+        nine = [f"s{i}" for i in range(9)]                         # 16 stop strings at most: 9 + 7 FIM tokens
+        proxy.client.completions.create(model="m", prompt="a", suffix="b", stop=nine, max_tokens=4)
+        assert [request["stop"] for request in seen] == [["\n\n", *FIM_STOP_TOKENS], ["END", *FIM_STOP_TOKENS],
+                                                         nine + list(FIM_STOP_TOKENS[:7])]
         assert seen[0]["prompt"] == fim_prompt("a", "b") and "suffix" not in seen[0]
+        httpx.post(proxy.url + "/v1/completions", json={"model": "m", "prompt": "a", "suffix": "b", "stop": 5})
+        assert seen[-1]["stop"] == 5                              # not ours to judge: the upstream refuses it
     finally:
         proxy.stop()
         fake.stop()

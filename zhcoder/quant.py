@@ -301,17 +301,16 @@ class Int4GroupwiseLinear(nn.Module):
 
     @torch.no_grad()
     def use_cpu_kernel(self) -> bool:
-        """Repack `weight` for ATen's CPU int4 kernel, in place (no second copy); whether it was done. Needs the
-        kernel (cpu_int4_kernel_layout()), a CPU weight, out a multiple of 16, in a multiple of group_size and a
+        """Repack `weight` for ATen's CPU int4 kernel, in place, 8,192 rows at a time; whether it was done. Needs
+        the kernel (cpu_int4_kernel_layout()), a CPU weight, out a multiple of 16, in a multiple of group_size and a
         group size of 32, 64, 128 or 256. The scale and zero point of each group go to the kernel in bf16: code q
         stands for (q - 8) * scale + zero, zero = offset + 8 * scale (0 when symmetric), rounded to bf16."""
         layout = cpu_int4_kernel_layout()
         if (layout is None or self.layout != "portable" or self.weight.device.type != "cpu" or self.out_features % 16
                 or self.in_features % self.group_size or self.group_size not in INT4_KERNEL_GROUP_SIZES):
             return False
-        chunks = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_int4(rows).to(torch.int32), 1)
-                  for rows in self.weight.split(INT4_KERNEL_CHUNK_ROWS)]  # whole blocks: chunks concatenate
-        self.weight = torch.cat(chunks)
+        for rows in self.weight.split(INT4_KERNEL_CHUNK_ROWS):         # whole blocks: each chunk packs alone
+            rows.copy_(torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_int4(rows).to(torch.int32), 1))
         scales = self.scales.float()
         zeros = torch.zeros_like(scales) if self.offsets is None else self.offsets.float() + INT4_LEVELS // 2 * scales
         self.scale_zeros = torch.stack((scales.t(), zeros.t()), dim=-1).to(torch.bfloat16).contiguous()
@@ -324,10 +323,16 @@ class Int4GroupwiseLinear(nn.Module):
             destination[prefix + "weight"] = pack_int4(self.codes())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)   # portable codes, into `weight`
-        if self.layout != "portable":
+        repacked = self.layout != "portable"
+        if repacked:                        # back to the portable packing, which a state dict holds (or lacks)
+            with torch.no_grad():
+                self.weight.copy_(pack_int4(self.codes()))
             self.layout = "portable"
-            self.use_cpu_kernel()
+        try:
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        finally:
+            if repacked:
+                self.use_cpu_kernel()
 
     def codes(self) -> torch.Tensor:
         """The (out, padded in) uint8 codes in [0, 15], whatever the packing."""
@@ -356,8 +361,9 @@ class Int4GroupwiseLinear(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "symmetric" if self.symmetric else "asymmetric"
+        layout = "" if self.layout == "portable" else f", layout={self.layout}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
-                f"{kind}, bias={self.bias is not None}" + ("" if self.layout == "portable" else f", layout={self.layout}"))
+                f"{kind}, bias={self.bias is not None}{layout}")
 
 
 QUANTIZED_LINEARS = (Int8WeightOnlyLinear, Int4GroupwiseLinear)

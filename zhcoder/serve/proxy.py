@@ -4,8 +4,9 @@ adding what those lack for code assistants:
 - `/v1/completions` with `suffix`: rewritten into a Qwen FIM prompt (`<|fim_prefix|>…<|fim_suffix|>…<|fim_middle|>`)
   without `suffix`, which vLLM and llama.cpp refuse;
 - `/infill` (llama.cpp's), served through the upstream's `/v1/completions`;
-  both add Qwen's FIM control tokens to `stop`, as the local server stops on them (an upstream that prints
-  special tokens would otherwise go on past the middle);
+  both add Qwen's FIM control tokens to `stop` (up to 16 stop strings in all), as the local server stops on
+  them: an upstream that prints special tokens would otherwise go on past the middle (vLLM, which leaves them out
+  of its text, stops at the model's end-of-text token anyway);
 - Qwen3-Coder tool calls: when the upstream returns the raw `<tool_call>` XML (or JSON) as text, it is parsed into
   OpenAI `tool_calls`, also while streaming.
 
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from zhcoder.chat import fim_prompt, parse_tool_calls
 from zhcoder.serve.app import (
-    FIM_STOP_TOKENS, APIError, InfillRequest, ToolCallFilter, infill_prompt, install_common, sse,
+    FIM_STOP_TOKENS, MAX_STOP, APIError, InfillRequest, ToolCallFilter, infill_prompt, install_common, sse,
 )
 
 
@@ -221,7 +222,10 @@ def create_proxy_app(upstream_url: str, *, api_key: str | None = None, upstream_
     return app
 
 
-def with_fim_stops(stop) -> list:
-    """A request's `stop` (None, a string or a list) plus Qwen's FIM control tokens."""
+def with_fim_stops(stop):
+    """A request's `stop` (None, a string or a list) plus Qwen's FIM control tokens, as many as fit in MAX_STOP
+    stop strings; any other value goes to the upstream as it is, to be refused there."""
+    if stop is not None and not isinstance(stop, (str, list)):
+        return stop
     stop = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-    return stop + [token for token in FIM_STOP_TOKENS if token not in stop]
+    return stop + [token for token in FIM_STOP_TOKENS if token not in stop][:max(MAX_STOP - len(stop), 0)]

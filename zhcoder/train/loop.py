@@ -21,6 +21,7 @@ position from the newest complete checkpoint, so the per-step losses continue ex
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -434,9 +435,11 @@ class Trainer:
 
             base = self.model
             adapter = get_peft_model_state_dict(base, state_dict={k: v for k, v in model_state.items()})
-            peft_config = base.peft_config["default"]   # the base is recorded only now: get_peft_model_state_dict
-            peft_config.base_model_name_or_path = base_record(self.config.model)   # would load its config
-            peft_config.save_pretrained(str(folder))
+            # The base folder goes into the saved copy only: in the live config, get_peft_model_state_dict would
+            # load the base's config through transformers at the next save.
+            saved = copy.copy(base.peft_config["default"])
+            saved.base_model_name_or_path = base_record(self.config.model)
+            saved.save_pretrained(str(folder))
             save_file({k: v.contiguous() for k, v in adapter.items()}, folder / "adapter_model.safetensors",
                       metadata={"format": "pt"})
             self.tokenizer.save(folder, chat_template=self.tokenizer.chat_template)

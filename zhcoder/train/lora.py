@@ -47,8 +47,8 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, trainable: bool = Fa
 
 
 def merged_model(base: str | Path, adapter: str | Path, dtype: str = "auto", device: str = "cpu") -> nn.Module:
-    """The base checkpoint with the adapter merged into its weights (in fp32), then cast to `dtype` ("auto": the
-    base's stored dtype): a plain zhcoder model, as fast as the base."""
+    """The base checkpoint with the adapter merged into its weights (in fp32, in CPU memory), then cast to `dtype`
+    ("auto": the base's stored dtype) and moved to `device`: a plain zhcoder model, as fast as the base."""
     from zhcoder.checkpoint import CheckpointError, load_model, resolve_dtype
 
     try:
@@ -56,8 +56,8 @@ def merged_model(base: str | Path, adapter: str | Path, dtype: str = "auto", dev
     except ImportError:
         raise CheckpointError(f"{adapter} is a LoRA adapter: loading it needs peft (pip install -e '.[train]')") \
             from None
-    merged = load_adapter(load_model(base, dtype="float32", device=device), adapter).merge_and_unload()
-    return merged.to(resolve_dtype(dtype, merged.config))
+    merged = load_adapter(load_model(base, dtype="float32"), adapter).merge_and_unload()
+    return merged.to(resolve_dtype(dtype, merged.config)).to(device)
 
 
 def merge(base: str | Path, adapter: str | Path, out: str | Path, dtype: str = "auto") -> Path:
