@@ -248,6 +248,11 @@ def test_partial_or_failed_state_dict_loads_leave_repacked_layers_intact():
             model.load_state_dict({"model.layers.0.mlp.up_proj.weight": torch.zeros(3, 3, dtype=torch.uint8)},
                                   strict=False)
         assert torch.equal(model(ids), before)
+        state = {name: value.clone() for name, value in model.state_dict().items()}
+        kept = {name: value.clone() for name, value in state.items()}
+        model.load_state_dict(state, assign=True)
+        assert all(torch.equal(state[name], kept[name]) for name in state)    # the caller's tensors untouched
+        assert torch.equal(model(ids), before)
 
 
 @pytest.mark.parametrize("capability,layout", [("avx2", "avx2"), ("default", "plain")])

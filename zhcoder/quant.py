@@ -332,6 +332,9 @@ class Int4GroupwiseLinear(nn.Module):
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         finally:
             if repacked:
+                given = state_dict.get(prefix + "weight")
+                if isinstance(given, torch.Tensor) and given.data_ptr() == self.weight.data_ptr():
+                    self.weight = self.weight.clone()     # loaded with assign=True: repack a copy, not the caller's
                 self.use_cpu_kernel()
 
     def codes(self) -> torch.Tensor:
