@@ -118,7 +118,6 @@ class _Active:
     length: int = 0                        # tokens in the cache row
     last: int = 0                          # the token to feed next
     generated: list = field(default_factory=list)
-    first_mask: torch.Tensor | None = None  # token healing: the tokens its first sample may take (vocab,)
     slot: int = -1                         # fast path: the request's row of the DecodeState
     steps_left: int = 0                    # fast path: decode steps still to launch for it
     done: bool = False                     # fast path: finished (results of steps in flight are dropped)
@@ -268,9 +267,10 @@ class Scheduler:
             seen[ids[0]] = True
         stop_ids = set(engine.tokenizer.stop_token_ids if params.stop_token_ids is None else params.stop_token_ids)
         active = _Active(request, TextStream(params.stop, tails[0]), generator, seen, stop_ids, length=len(fed[0]))
-        mask = engine.first_token_mask(tails)
-        active.first_mask = None if mask is None else mask[0]
         logits = engine.logits(ids, None, None, self.cache.row(row), 0)[0]
+        mask = engine.first_token_mask(tails)     # token healing: the tokens the first sample may take
+        if mask is not None:
+            logits = logits.masked_fill(~mask[0], float("-inf"))
         if not self._next(active, logits):
             self.active.append(active)
 
@@ -306,8 +306,6 @@ class Scheduler:
         if active.seen is not None:
             penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
             logits = torch.where(active.seen, penalised, logits)
-        if active.first_mask is not None:
-            logits, active.first_mask = logits.masked_fill(~active.first_mask, float("-inf")), None
         token = int(sample(logits[None], params, active.generator)[0])
         logprob = top = None
         if request.logprobs is not None:
