@@ -320,13 +320,13 @@ class Int4GroupwiseLinear(nn.Module):
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self.layout != "portable":       # a state dict always holds the portable packing
-            destination[prefix + "weight"] = pack_int4(self.codes())
+            destination[prefix + "weight"] = self.portable_weight()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         repacked = self.layout != "portable"
         if repacked:                        # back to the portable packing, which a state dict holds (or lacks)
             with torch.no_grad():
-                self.weight.copy_(pack_int4(self.codes()))
+                self.weight.copy_(self.portable_weight())
             self.layout = "portable"
         try:
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -343,9 +343,12 @@ class Int4GroupwiseLinear(nn.Module):
             return unpack_int4(self.weight)
         return _kernel_unpack(self.weight, self.layout)
 
+    def portable_weight(self) -> torch.Tensor:
+        """`weight` in the portable packing (itself, unless repacked for the CPU kernel)."""
+        return self.weight if self.layout == "portable" else pack_int4(self.codes())
+
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        packed = self.weight if self.layout == "portable" else pack_int4(self.codes())
-        return dequantize_int4(packed, self.scales, self.offsets, self.in_features, dtype)
+        return dequantize_int4(self.portable_weight(), self.scales, self.offsets, self.in_features, dtype)
 
     def _cpu_kernel_applies(self, x2d: torch.Tensor) -> bool:
         return (self.layout != "portable" and x2d.device.type == "cpu" and self.weight.device.type == "cpu"
