@@ -161,9 +161,9 @@ class KVCache:
     def update(self, layer: int, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer], self.values[layer]
         if isinstance(start, torch.Tensor):                      # one token per row, each at its own position
-            index = start.view(-1, 1, 1, 1).expand(k.shape)
-            keys.scatter_(2, index, k)
-            values.scatter_(2, index, v)
+            rows = torch.arange(keys.shape[0], device=keys.device)   # index_put_, not scatter_: inductor writes
+            keys[rows, :, start] = k[:, :, 0]                       # it in place, where a scatter_ copied the
+            values[rows, :, start] = v[:, :, 0]                     # whole cache twice per layer and step
             return keys[:, :, :self.window], values[:, :, :self.window]
         end = start + k.shape[2]
         keys[:, :, start:end] = k
@@ -173,7 +173,7 @@ class KVCache:
     def update_classes(self, start, classes: torch.Tensor) -> torch.Tensor:
         """Record the token classes of this step's keys (code-aware bias); the classes of every cached key."""
         if isinstance(start, torch.Tensor):
-            self.key_classes.scatter_(1, start.view(-1, 1), classes)
+            self.key_classes[torch.arange(classes.shape[0], device=classes.device), start] = classes[:, 0]
             return self.key_classes[:, :self.window]
         end = start + classes.shape[1]
         self.key_classes[:, start:end] = classes
@@ -251,6 +251,9 @@ class Attention(nn.Module):
         is_causal = mask is None and T > 1
         if is_causal and k.shape[2] != T:
             raise ValueError("a multi-token step after the first needs an explicit mask")
+        if gqa and mask is not None:       # no fused kernel takes both a mask and GQA (flash: no mask; efficient: no
+            groups = self.num_heads // self.num_kv_heads      # GQA): SDPA would fall back to its unfused math path
+            k, v, gqa = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
