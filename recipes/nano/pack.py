@@ -57,6 +57,7 @@ def pack(final: Path, arm: str, runs: Path, out: Path) -> None:
         add(tar, f"{arm}/model.planes.zlib", blob)
         add(tar, f"{arm}/model.planes.json", json.dumps(index).encode())
         add(tar, f"{arm}/model.other.safetensors", save({k: v for k, v in weights.items() if k not in bf16}))
+        add(tar, f"{arm}/packed_from.txt", f"{final}\n".encode())   # the final folder or an earlier checkpoint
         for path in (final / "config.json", final / "generation_config.json"):
             tar.add(path, arcname=f"{arm}/{path.name}")
         for path in [*sorted(runs.glob("stage*/metrics.jsonl")), *sorted(runs.glob("stage*/config.json"))]:

@@ -4,7 +4,7 @@
         --ablation /tmp/nano/eval/ablation.md --hardware "one NVIDIA H200, torch 2.11" --out models/zhcoder-nano
 
 RUN is a train.py arm folder (stage1/ and stage2/, each with metrics.jsonl and config.json; stage2/final is the
-model). WORK is build_corpus.py's folder: pretrain/sources.json (sources, licenses, tokens), pretrain/stats.json
+model unless --model names another, e.g. an SFT checkpoint that gpu_run.sh packed: then --sft-steps N). WORK is build_corpus.py's folder: pretrain/sources.json (sources, licenses, tokens), pretrain/stats.json
 and sft/stats.json feed the card's data section, and the tokenizer's efficiency is measured here against Qwen's
 and o200k on held-out code (CodeXGLUE's Java/C# test pairs and the HumanEval / HumanEval-zh prompts, all kept
 out of training by decontamination). OUT gets config.json, model.safetensors (bf16), tokenizer files,
@@ -29,9 +29,11 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data"
 
 
-def run_summary(stage_dir: Path) -> dict:
-    """Steps, tokens seen, wall time and mean throughput of one training stage, from its metrics.jsonl."""
+def run_summary(stage_dir: Path, upto: int | None = None) -> dict:
+    """Steps, tokens seen, wall time and mean throughput of one training stage, from its metrics.jsonl (its steps up
+    to `upto` when given: an earlier checkpoint shipped)."""
     rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if upto is None or r.get("step", 0) <= upto]
     steps = [r for r in rows if "tokens" in r]
     config = json.loads((stage_dir / "config.json").read_text())
     seconds = sum(r["tokens"] / r["tokens_per_s"] for r in steps if r.get("tokens_per_s"))
@@ -196,16 +198,19 @@ def main() -> None:
     parser.add_argument("--note", help="a line for the compute section (e.g. how the run went)")
     parser.add_argument("--interim", action="store_true", help="say on the card that these are interim weights")
     parser.add_argument("--cpu", action="store_true", help="the weights come from `train.py --cpu` (cpu-*.toml)")
+    parser.add_argument("--model", type=Path, help="the weights to ship (default RUN/stage2/final): an earlier SFT "
+                        "checkpoint, or gpu_run.sh's packed arm unpacked with tokenizer files beside it")
+    parser.add_argument("--sft-steps", type=int, help="the SFT step of --model: the card counts stage 2 up to it")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    final = args.run / "stage2" / "final"
+    final = args.model or args.run / "stage2" / "final"
     model = load_model(final, dtype="bfloat16")
     tokenizer = Tokenizer.from_dir(final)
     save_model(model, args.out, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
     scores = json.loads(args.scores.read_text())
     scores["validation_loss"].pop("rows", None)                    # evaluate.py's per-row sums: not for the card
     (args.out / "eval.json").write_text(json.dumps(scores, indent=1) + "\n")
-    stages = {"1 pre-training": run_summary(args.run / "stage1"), "2 SFT": run_summary(args.run / "stage2")}
+    stages = {"1 pre-training": run_summary(args.run / "stage1"), "2 SFT": run_summary(args.run / "stage2", args.sft_steps)}
     text = card(model.config, json.loads((args.work / "pretrain" / "sources.json").read_text()),
                 json.loads((args.work / "pretrain" / "stats.json").read_text()),
                 json.loads((args.work / "sft" / "stats.json").read_text()), stages, tokenizer_efficiency(final),
