@@ -259,4 +259,20 @@ def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
     assert profile["top"] and sum(k["share"] for k in profile["top"]) <= 1.0001 and profile["launches_per_token"] > 0
     decode = [r for r in results["results"] if r["part"] == "decode" and "tok_s" in r]
     assert {r["system"] for r in decode} >= {"zhcoder", "transformers eager", "transformers static"}
+    assert {r["system"] for r in results["results"] if r["part"] == "train"} == {"eager", "compiled per layer"}
     assert "| shape |" in done.stdout
+    # a second call goes on where the first stopped: everything measured is skipped, --only runs one entry
+    entries = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--list",
+                              "--out", str(tmp_path / "unused.json")], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}).stdout.splitlines()[1:]   # after the device line
+    assert entries[:3] == ["decode/qwen3-8b/zhcoder/1", "decode/qwen3-8b/transformers eager/1",
+                           "decode/qwen3-8b/transformers static/1"]
+    assert "train/qwen3-0.6b/compiled per layer/4" in entries
+    again = tmp_path / "again.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(again),
+                    "--skip-done", str(out), "--only", "decode/qwen3-8b/zhcoder/1", "prefill/qwen3-8b//1"],
+                   cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    rows = json.loads(again.read_text())["results"]
+    assert [(r["part"], r.get("skipped")) for r in rows] == [("decode", "done in --skip-done"),
+                                                             ("prefill", "done in --skip-done")]
