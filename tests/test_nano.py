@@ -200,7 +200,8 @@ def test_the_device_call_packs_an_arm_and_it_unpacks_to_the_same_checkpoint(tmp_
     assert json.loads((folder / "config.json").read_text())["code_aware_attention"] is True
     assert (folder / "runs" / "stage1" / "metrics.jsonl").read_text() == (runs / "stage1" / "metrics.jsonl").read_text()
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
-                                                        "runs"]
+                                                        "packed_from.txt", "runs"]
+    assert (folder / "packed_from.txt").read_text().strip() == str(runs / "stage2" / "final")   # which checkpoint
 
 
 def test_the_recipe_mines_chat_pairs_and_plain_completions():

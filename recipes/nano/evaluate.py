@@ -130,11 +130,17 @@ def markdown(results: dict[str, dict]) -> str:
     if len(names) == 2:
         first, second = (results[n] for n in names)
         lines.append("")
+        verdict = []
         for key, label in (("", "all tokens"), ("boundary_", "boundary tokens")):
             d = paired_difference(first, second, key)
             lines.append(f"- validation loss, {label}: {names[1]} − {names[0]} = {d['difference']:+.4f} nats/token "
                          f"(95 % bootstrap interval over the {len(first['validation_loss']['rows']['tokens'])} "
                          f"held-out rows: {d['low']:+.4f} … {d['high']:+.4f})")
+            lower = names[0] if d["low"] > 0 else names[1] if d["high"] < 0 else None
+            verdict.append(f"{label}: {lower} lower" if lower else f"{label}: no difference beyond the noise")
+        same = all(first[t]["pass@1"] == second[t]["pass@1"] for t in TASKS)
+        lines.append(f"- In short (validation loss, an interval that excludes zero): {'; '.join(verdict)}; "
+                     f"pass@1 {'the same for both' if same else 'differs (table)'}.")
     return "\n".join(lines) + "\n"
 
 

@@ -48,7 +48,8 @@ done
 smoke() { timeout 90 python3 recipes/nano/smoke.py "$1" --bf16-weights 2>&1 | tee -a "$OUT/run.log" | grep "^smoke"; \
           return "${PIPESTATUS[0]}"; }
 for arm in ${ARMS:-bias plain}; do                # can it ship? (the smoke test of tests/test_nano.py, seconds)
-    [ -d "/tmp/nano-models/$arm" ] && smoke "/tmp/nano-models/$arm" && echo "$arm: final passes smoke" | tee -a "$OUT/run.log"
+    [ -d "/tmp/nano-models/$arm" ] && smoke "/tmp/nano-models/$arm" \
+        && echo "$arm: final passes smoke" | tee -a "$OUT/run.log"
 done
 # If the plain arm's final weights fail, the newest earlier SFT checkpoint (sft.toml saves every 20 steps) that
 # passes is packed instead, for both arms: the shipped weights pass, and the ablation still compares equal steps.

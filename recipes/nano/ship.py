@@ -74,10 +74,9 @@ INTERIM_NOTE = {"cpu": """
 command work offline, far too little to write correct code. The GPU run of the recipe
 (`recipes/nano/gpu_run.sh`: the full-size model, both ablation arms) replaces them.
 """, "gpu": """
-**Interim weights.** These come from the recipe's first complete GPU run ({tokens:.1f} M pre-training tokens),
-whose SFT stage ran ~9 epochs over its data (`sft.toml` then had 400 steps; it now has 100): greedy completion of
-a bare `def` still does not parse (the smoke test of tests/test_nano.py expects that failure while this note
-stands). The next GPU run of the recipe replaces them.
+**Interim weights.** These come from a GPU run of the recipe ({tokens:.1f} M pre-training tokens) but fail the parse
+smoke test of tests/test_nano.py (which expects that failure while this note stands). {reason}The next GPU run of
+the recipe replaces them.
 """}
 
 
@@ -87,8 +86,10 @@ def mfu(stage: dict) -> str:
 
 def card(config, sources: list[dict], pretrain_stats: dict, sft_stats: dict, stages: dict, efficiency: dict,
          scores: dict, ablation: str | None, hardware: str, arm: str, interim: bool = False,
-         note: str | None = None, cpu: bool = False) -> str:
+         note: str | None = None, cpu: bool = False, reason: str | None = None) -> str:
     params = config.num_parameters()
+    interim_note = "" if not interim else INTERIM_NOTE["cpu" if cpu else "gpu"].format(
+        tokens=stages["1 pre-training"]["tokens"] / 1e6, reason=f"{reason} " if reason else "")
     source_rows = "\n".join(f"| {s['source']} | {s['origin']} | {s['license']} | {s['files']:,} | {s['tokens']:,} |"
                             for s in sources)
     eff_rows = "\n".join(
@@ -117,7 +118,7 @@ it is the proof that the pipeline runs end to end. It is **not** a useful coding
 checkpoint (`--model DIR`) for real work.
 
 Shipped arm: **{arm}**. Card written {date.today().isoformat()} by `recipes/nano/ship.py`.
-{INTERIM_NOTE["cpu" if cpu else "gpu"].format(tokens=stages["1 pre-training"]["tokens"] / 1e6) if interim else ""}
+{interim_note}
 ## Model
 Qwen3 architecture (`model_type: qwen3`, loads in transformers as `Qwen3ForCausalLM`): {config.num_hidden_layers}
 layers, hidden {config.hidden_size}, MLP {config.intermediate_size}, {config.num_attention_heads} query heads and
@@ -197,6 +198,7 @@ def main() -> None:
     parser.add_argument("--label", help="what the card calls the shipped arm (default: RUN's folder name)")
     parser.add_argument("--note", help="a line for the compute section (e.g. how the run went)")
     parser.add_argument("--interim", action="store_true", help="say on the card that these are interim weights")
+    parser.add_argument("--interim-reason", help="with --interim: what the card says went wrong")
     parser.add_argument("--cpu", action="store_true", help="the weights come from `train.py --cpu` (cpu-*.toml)")
     parser.add_argument("--model", type=Path, help="the weights to ship (default RUN/stage2/final): an earlier SFT "
                         "checkpoint, or gpu_run.sh's packed arm unpacked with tokenizer files beside it")
@@ -210,12 +212,13 @@ def main() -> None:
     scores = json.loads(args.scores.read_text())
     scores["validation_loss"].pop("rows", None)                    # evaluate.py's per-row sums: not for the card
     (args.out / "eval.json").write_text(json.dumps(scores, indent=1) + "\n")
-    stages = {"1 pre-training": run_summary(args.run / "stage1"), "2 SFT": run_summary(args.run / "stage2", args.sft_steps)}
+    stages = {"1 pre-training": run_summary(args.run / "stage1"),
+              "2 SFT": run_summary(args.run / "stage2", args.sft_steps)}
     text = card(model.config, json.loads((args.work / "pretrain" / "sources.json").read_text()),
                 json.loads((args.work / "pretrain" / "stats.json").read_text()),
                 json.loads((args.work / "sft" / "stats.json").read_text()), stages, tokenizer_efficiency(final),
                 scores, args.ablation.read_text() if args.ablation else None, args.hardware,
-                args.label or args.run.name, args.interim, args.note, args.cpu)
+                args.label or args.run.name, args.interim, args.note, args.cpu, args.interim_reason)
     (args.out / "README.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
 
