@@ -133,9 +133,9 @@ class KVCache:
 
     Two ways to write a step. `start` an int: the step's T tokens go to positions start..start+T-1 of every row and
     the keys up to there are returned (prefill, and the plain decode loop). `start` a (batch,) tensor: one token per
-    row goes to that row's own position (a scatter) and the first `window` positions of every row are returned:
-    no shape depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position
-    (zhcoder.engine's fast path; the attention mask hides what each row has not written)."""
+    row goes to that row's own position (an indexed write) and the first `window` positions of every row are
+    returned: no shape depends on the positions, so one compiled, CUDA-graph-captured decode step serves every
+    position (zhcoder.engine's fast path; the attention mask hides what each row has not written)."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
