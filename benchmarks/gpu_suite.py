@@ -3,6 +3,9 @@ reaches, prefill, int8 decode, and training speed. Made to run once inside a ~9-
 
     python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json            # CUDA, bf16, Qwen3-8B and -0.6B shapes
     python benchmarks/gpu_suite.py --tiny --out /tmp/suite.json          # every part, tiny shapes, CPU, < 1 min
+    python benchmarks/gpu_suite.py --list --out /tmp/unused.json         # the plan's entries, in priority order
+    python benchmarks/gpu_suite.py --prewarm-jobs 3 --out /tmp/prewarm.json &   # compile ahead (see prewarm), then
+    python benchmarks/gpu_suite.py --out $OUT/s.json --prewarmed /tmp/prewarm.json [--skip-done EARLIER.json]
 
 Same run, same random weights (bf16, normal std 0.02; transformers' Qwen3ForCausalLM shares zhcoder's weight
 tensors, so nothing is copied and both compute on the same numbers; a logits check opens each shape):
@@ -616,8 +619,9 @@ def main() -> None:
     if device.type == "cuda":
         suite.meta["gpu_memory_GiB"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
         torch.backends.cuda.matmul.allow_tf32 = True
-    suite.log(f"{suite.meta['device']}, torch {torch.__version__}, transformers {transformers.__version__}, "
-              f"budget {args.budget:.0f}s")
+    if not args.list:
+        suite.log(f"{suite.meta['device']}, torch {torch.__version__}, transformers {transformers.__version__}, "
+                  f"budget {args.budget:.0f}s")
     if args.compile_cache and Path(args.compile_cache).is_file():
         torch.compiler.load_cache_artifacts(Path(args.compile_cache).read_bytes())
         suite.meta["compile_cache_loaded"] = args.compile_cache
@@ -679,11 +683,11 @@ def main() -> None:
     if args.prewarm_jobs:
         return prewarm(suite, [label(*entry[:4]) for entry in plan if compiles(*entry[:4])
                                and label(*entry[:4]) not in done])
-    warm, cold = set(), 0.0                     # the compiles --prewarmed finished, and the longest of them
-    for path in args.prewarmed or []:
-        rows = [r for r in json.loads(Path(path).read_text())["results"] if r.get("part") == "prewarm"]
+    warm, cold = set(), 0.0          # the compiles --prewarmed finished, and the longest of them alone on the GPU:
+    for path in args.prewarmed or []:                # 0.8 x as long as while sharing it (the 8B step on the H200:
+        rows = [r for r in json.loads(Path(path).read_text())["results"] if r.get("part") == "prewarm"]   # 135/167 s)
         warm |= {r["entry"] for r in rows if r.get("rc") == 0 and not r.get("error")}
-        cold = max([cold] + [r["warmup_s"] for r in rows if r.get("rc") == 0 and r.get("warmup_s")])
+        cold = max([cold] + [0.8 * r["warmup_s"] for r in rows if r.get("rc") == 0 and r.get("warmup_s")])
     if args.prewarmed:
         suite.meta["prewarmed"] = sorted(warm)
     if not args.only:

@@ -265,7 +265,6 @@ def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
     entries = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--list",
                               "--out", str(tmp_path / "unused.json")], cwd=ROOT, capture_output=True, text=True,
                              timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}).stdout.splitlines()
-    entries = entries[1:]                                            # after the device line
     assert entries[:3] == ["decode/qwen3-8b/zhcoder/1", "decode/qwen3-8b/transformers eager/1",
                            "decode/qwen3-8b/transformers static/1"]
     assert "train/qwen3-0.6b/compiled per layer/4" in entries
