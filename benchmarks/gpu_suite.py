@@ -4,8 +4,8 @@ reaches, prefill, int8 decode, and training speed. Made to run once inside a ~9-
     python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json            # CUDA, bf16, Qwen3-8B and -0.6B shapes
     python benchmarks/gpu_suite.py --tiny --out /tmp/suite.json          # every part, tiny shapes, CPU, < 1 min
     python benchmarks/gpu_suite.py --list --out /tmp/unused.json         # the plan's entries, in priority order
-    python benchmarks/gpu_suite.py --prewarm-jobs 3 --out /tmp/prewarm.json &   # compile ahead (see prewarm), then
-    python benchmarks/gpu_suite.py --out $OUT/s.json --prewarmed /tmp/prewarm.json [--skip-done EARLIER.json]
+    python benchmarks/gpu_suite.py --out $OUT/s.json --prewarmed P.json  # after gpu_prewarm.py compiled ahead
+    python benchmarks/gpu_suite.py --out $OUT/s2.json --skip-done $OUT/s.json   # go on where a run stopped
 
 Same run, same random weights (bf16, normal std 0.02; transformers' Qwen3ForCausalLM shares zhcoder's weight
 tensors, so nothing is copied and both compute on the same numbers; a logits check opens each shape):
@@ -32,13 +32,16 @@ to the 36 layers it traces). --compile-cache FILE loads torch.compile's portable
 (`torch.compiler.load_cache_artifacts`) when the file exists, and after every part the suite writes what it has
 compiled or looked up to compile_cache.bin beside --out (if at most 15 MiB; what this run did not use is not in
 it), to carry into the next call on the same card and torch. On CPU it took a 36-layer step's first compile in a
-fresh cache folder from 75 s to 20 s.
+fresh cache folder from 75 s to 20 s. On the machine itself, benchmarks/gpu_prewarm.py runs the compiling entries
+ahead (while the GPU trains, in gpu_run.sh); --prewarmed then budgets the entries it did not finish as compiles
+from scratch.
 
 Parts run in priority order against a --budget (seconds); a part whose estimate no longer fits is recorded as
 skipped. The order: the first shape at the first batch (zhcoder, transformers eager, static), then prefill and
 training (seconds each, where every new zhcoder batch size compiles for ~2 minutes on the 8B shape), zhcoder and
-eager at the second batch, the second shape's first batch, int8, and the rest. Every measurement is appended to --out as it completes (a timeout leaves the parts done so far). A
-markdown table is printed at the end.
+eager at the second batch, the second shape's first batch, int8, and the rest (--list names them; --only runs
+some, --skip-done skips those an earlier --out measured). Every measurement is appended to --out as it completes
+(a timeout leaves the parts done so far). A markdown table is printed at the end.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ sys.path.insert(0, str(ROOT))
 from zhcoder.config import ModelConfig, preset  # noqa: E402
 from zhcoder.engine import Engine, SamplingParams  # noqa: E402
 from zhcoder.model import QwenForCausalLM  # noqa: E402
+
+from gpu_prewarm import compiles  # noqa: E402
 
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16)
@@ -480,62 +485,6 @@ def label(part: str, shape: str, system: str, batch: int) -> str:
     return f"{'decode' if part == 'int8' else part}/{shape}/{system}/{batch}"
 
 
-def compiles(part: str, shape: str, system: str, batch: int) -> bool:
-    """Whether the entry spends most of its time in torch.compile (what --prewarm-jobs runs ahead)."""
-    return part in ("int8", "prefill") or system in ("zhcoder", "transformers static", "compiled per layer")
-
-
-def prewarm(suite: Suite, labels: list[str]) -> None:
-    """Run `labels` one process each, --prewarm-jobs at a time (fewer if GPU memory is short), niced, until
-    --prewarm-until seconds: they fill torch.compile's caches on this machine (inductor's FX graph and autotuning
-    caches, kept on disk), so that the measuring run afterwards, alone on the GPU, finds its compiles done. Their
-    own figures were measured while sharing the machine: logged, never reported."""
-    import signal
-    import subprocess
-    import tempfile
-
-    args = suite.args
-    jobs = args.prewarm_jobs
-    if torch.cuda.is_available():
-        free = torch.cuda.mem_get_info()[0] / 2**30
-        jobs = max(1, min(jobs, int(free // 40)))       # an 8B shape and its copies: ~20-35 GiB a job; leave room
-    work = Path(tempfile.mkdtemp(prefix="zhcoder-prewarm-"))
-    passed = ["--shapes", *args.shapes, "--batches", *map(str, args.batches)]
-    for flag in ("prompt_len", "new_tokens", "eager_new_tokens", "prefill_len", "repeats", "train_seq", "train_batch",
-                 "train_steps", "profile_tokens"):
-        passed += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    passed += ["--tiny"] * args.tiny + ["--no-transformers-static"] * args.no_transformers_static
-    env = os.environ | {"TORCHINDUCTOR_COMPILE_THREADS": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS", "4")}
-    suite.log(f"prewarm: {len(labels)} entries, {jobs} at a time, until {args.prewarm_until:.0f}s")
-    waiting, running = list(enumerate(labels)), {}
-    while (waiting or running) and suite.elapsed() < args.prewarm_until:
-        while waiting and len(running) < jobs:
-            index, name = waiting.pop(0)
-            out = work / f"{index}.json"
-            command = [sys.executable, __file__, "--only", name, "--out", str(out), "--budget", "100000", *passed]
-            log = (work / f"{index}.log").open("w")
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                     preexec_fn=lambda: os.nice(10))
-            running[child] = (name, out, time.perf_counter(), log)
-        time.sleep(0.5)
-        for child in [c for c in running if c.poll() is not None]:
-            name, out, began, log = running.pop(child)
-            log.close()
-            rows = json.loads(out.read_text())["results"] if out.is_file() else []
-            warmup = [r["warmup_s"] for r in rows if "warmup_s" in r] + \
-                [r["first_step_s"] for r in rows if "first_step_s" in r]
-            errors = [r["error"] for r in rows if "error" in r]
-            suite.record(part="prewarm", entry=name, rc=child.returncode, seconds=time.perf_counter() - began,
-                         warmup_s=warmup[0] if warmup else None, error=errors[0] if errors else None)
-    for child, (name, _, began, log) in running.items():        # past the deadline: each child's own group
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        log.close()
-        suite.record(part="prewarm", entry=name, stopped_after_s=time.perf_counter() - began)
-    for index, name in waiting:
-        suite.record(part="prewarm", entry=name, skipped="deadline")
-
-
 def table(suite: Suite) -> str:
     rows = ["| shape | system | batch | decode tok/s | ms/step | GB/s | share of copy bw | vs transformers eager "
             "| vs transformers static |", "|---|---|---|---|---|---|---|---|---|"]
@@ -594,11 +543,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="run only these entries (as --list names them)")
     parser.add_argument("--skip-done", nargs="+", metavar="JSON", help="skip the entries measured in these earlier "
                         "--out files (a later call on the same warm machine goes on where one stopped)")
-    parser.add_argument("--prewarm-jobs", type=int, default=0, help="instead of measuring, run the compiling entries "
-                        "this many at a time, each in its own niced process, to fill the compile caches (see prewarm)")
-    parser.add_argument("--prewarm-until", type=float, default=240.0, help="seconds after which --prewarm-jobs "
-                        "stops what still runs")
-    parser.add_argument("--prewarmed", nargs="+", metavar="JSON", help="the --out of a --prewarm-jobs run: the "
+    parser.add_argument("--prewarmed", nargs="+", metavar="JSON", help="the --out of gpu_prewarm.py: the "
                         "entries it did not finish are budgeted as compiles from scratch")
     parser.add_argument("--profile-tokens", type=int, default=32, help="profile a generation of this many tokens "
                         "after each zhcoder decode measurement (0: off)")
@@ -680,9 +625,6 @@ def main() -> None:
                  for r in json.loads(Path(path).read_text())["results"]
                  if r.get("part") in ("decode", "prefill", "train", "int8") and "error" not in r
                  and "skipped" not in r and "shape" in r}
-    if args.prewarm_jobs:
-        return prewarm(suite, [label(*entry[:4]) for entry in plan if compiles(*entry[:4])
-                               and label(*entry[:4]) not in done])
     warm, cold = set(), 0.0          # the compiles --prewarmed finished, and the longest of them alone on the GPU:
     for path in args.prewarmed or []:                # 0.8 x as long as while sharing it (the 8B step on the H200:
         rows = [r for r in json.loads(Path(path).read_text())["results"] if r.get("part") == "prewarm"]   # 135/167 s)
@@ -693,10 +635,11 @@ def main() -> None:
     if not args.only:
         suite.part("copy_bandwidth", 5, lambda: suite.meta.update(copy_GB_s=copy_bandwidth(suite, device)))
     for part, name, system, batch, fn, estimate in plan:
-        if label(part, name, system, batch) in done:
+        entry = label(part, name, system, batch)
+        if entry in done:
             suite.record(part=part, shape=name, system=system, batch=batch, skipped="done in --skip-done")
             continue
-        if args.prewarmed and compiles(part, name, system, batch) and label(part, name, system, batch) not in warm:
+        if args.prewarmed and compiles(entry) and entry not in warm:
             estimate = (lambda e=estimate: max(e(), cold))          # a compile from scratch
         if name not in shapes and part != "train":
             build = 20.0 if not args.tiny else 1.0

@@ -268,11 +268,17 @@ def test_gpu_suite_tiny_runs_on_cpu(tmp_path):
     assert entries[:3] == ["decode/qwen3-8b/zhcoder/1", "decode/qwen3-8b/transformers eager/1",
                            "decode/qwen3-8b/transformers static/1"]
     assert "train/qwen3-0.6b/compiled per layer/4" in entries
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    prewarm = tmp_path / "prewarm.json"                          # the first compiling entry, in a process of its own
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_prewarm.py"), "--jobs", "1", "--limit", "1",
+                    "--out", str(prewarm), "--tiny"], cwd=ROOT, capture_output=True, timeout=120, check=True, env=env)
+    [warmed] = json.loads(prewarm.read_text())["results"]
+    assert warmed["entry"] == "decode/qwen3-8b/zhcoder/1" and warmed["rc"] == 0 and warmed["warmup_s"] is not None
     again = tmp_path / "again.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--out", str(again),
-                    "--skip-done", str(out), "--only", "decode/qwen3-8b/zhcoder/1", "prefill/qwen3-8b//1"],
-                   cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
-    rows = json.loads(again.read_text())["results"]
-    assert [(r["part"], r.get("skipped")) for r in rows] == [("decode", "done in --skip-done"),
-                                                             ("prefill", "done in --skip-done")]
+                    "--skip-done", str(out), "--only", "decode/qwen3-8b/zhcoder/1", "prefill/qwen3-8b//1",
+                    "--prewarmed", str(prewarm)], cwd=ROOT, capture_output=True, timeout=120, check=True, env=env)
+    again = json.loads(again.read_text())
+    assert again["meta"]["prewarmed"] == ["decode/qwen3-8b/zhcoder/1"]
+    assert [(r["part"], r.get("skipped")) for r in again["results"]] == [("decode", "done in --skip-done"),
+                                                                         ("prefill", "done in --skip-done")]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
-# $OUT (pack.py), while benchmarks/gpu_check.py and the compiles of benchmarks/gpu_suite.py (--prewarm-jobs) run
+# $OUT (pack.py), while benchmarks/gpu_check.py and the suite's compiles (benchmarks/gpu_prewarm.py) run
 # alongside; the parse smoke test of each arm (if the plain arm's final weights fail it, the newest earlier SFT
 # checkpoint that passes is packed instead, for both arms); then the GPU measurements of issue 9 (gpu_suite.py)
 # alone on the GPU in the time left. Run from the repository root with the data of build_corpus.py copied into
@@ -24,11 +24,12 @@ END=${END:-570}                                 # seconds from the start by whic
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } | tee "$OUT/run.log"
-# While the arms train, the suite's compiling entries run ahead in niced processes of their own (gpu_suite.py
-# --prewarm-jobs): they fill inductor's caches on this machine, so the measuring run afterwards, alone on the GPU,
-# finds most compiles done (~135 s each on the 8B shape otherwise). The GPU checks (correctness only) run alongside.
+# While the arms train, the suite's compiling entries run ahead in niced processes of their own
+# (benchmarks/gpu_prewarm.py): they fill inductor's caches on this machine, so the measuring run afterwards, alone
+# on the GPU, finds most compiles done (~135 s each on the 8B shape otherwise). The GPU checks (correctness only)
+# run alongside.
 if [ "$END" -gt 0 ]; then
-    python3 benchmarks/gpu_suite.py --prewarm-jobs "${PREWARM_JOBS:-3}" --prewarm-until "${PREWARM_UNTIL:-235}" \
+    python3 benchmarks/gpu_prewarm.py --jobs "${PREWARM_JOBS:-3}" --until "${PREWARM_UNTIL:-235}" \
         --out /tmp/prewarm.json ${SUITE_FLAGS:-} > "$OUT/gpu_suite.log" 2>&1 &
     prewarm=$!
     [ "${CHECK:-1}" = 1 ] && { timeout 200 python3 benchmarks/gpu_check.py --tokenizer .nano/tokenizer \
