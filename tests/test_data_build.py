@@ -182,6 +182,20 @@ def test_one_and_two_workers_give_identical_shards(tmp_path):
     assert TokenDataset(outputs[0] / "train").n_documents + TokenDataset(outputs[0] / "validation").n_documents == 18
 
 
+def test_a_folder_its_enclosing_repository_ignores_is_read_whole(tmp_path):
+    """Sources downloaded into a git-ignored folder of a checkout (as recipes/nano does) are all read, not none."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("downloads/\n", encoding="utf-8")
+    package = tmp_path / "downloads" / "pkg"
+    package.mkdir(parents=True)
+    for name, seed in (("alpha", 1), ("beta", 2)):
+        (package / f"{name}.py").write_text(function_file(name, 6, seed=seed), encoding="utf-8")
+    build(package, tmp_path / "out", "--tasks", "1", "--workers", "1", "--fim-rate", "0", "--validation-fraction",
+          "0", "--no-decontaminate")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text(encoding="utf-8"))
+    assert stats["input_files"] == 2 and stats["kept_files"] == 2
+
+
 def test_fim_samples_decode_to_the_original_files(tmp_path):
     folders = corpus(tmp_path / "src")
     out = tmp_path / "out"

@@ -127,7 +127,9 @@ class BuildConfig:
 
 
 def _git_tracked(folder: Path) -> list[str] | None:
-    """Paths (relative to `folder`) of the files git tracks there, or None when `folder` is not in a work tree."""
+    """Paths (relative to `folder`) of the files git tracks there, or None when `folder` is not in a work tree or
+    git tracks nothing there (a folder of downloaded sources under an enclosing repository, ignored by it: all its
+    files are read)."""
     try:
         inside = subprocess.run(["git", "-C", str(folder), "rev-parse", "--is-inside-work-tree"],
                                 capture_output=True, text=True, timeout=60)
@@ -140,6 +142,8 @@ def _git_tracked(folder: Path) -> list[str] | None:
     if listed.returncode != 0:
         raise ValueError(f"git ls-files failed in {folder}: {listed.stderr.decode(errors='replace').strip()}")
     names = [name for name in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if name]
+    if not names:
+        return None
     return sorted(name for name in names if (folder / name).is_file() and not (folder / name).is_symlink())
 
 
