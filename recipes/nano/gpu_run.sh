@@ -19,7 +19,7 @@
 # A CPU rehearsal: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 bash recipes/nano/gpu_run.sh
 set -uo pipefail                                # no -e: the measurements run even if training fails
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TORCH_LOGS=recompiles   # a recompiling step shows in the log
-END=${END:-570}                                 # seconds from the start by which everything is written
+END=${END:-560}                                 # seconds from the start by which everything is written
 [ -f .nano.tar.xz ] && tar -xJf .nano.tar.xz
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
@@ -29,42 +29,52 @@ END=${END:-570}                                 # seconds from the start by whic
 # on the GPU, finds most compiles done (~135 s each on the 8B shape otherwise). The GPU checks (correctness only)
 # run alongside.
 if [ "$END" -gt 0 ]; then
-    python3 benchmarks/gpu_prewarm.py --jobs "${PREWARM_JOBS:-3}" --until "${PREWARM_UNTIL:-235}" \
+    python3 benchmarks/gpu_prewarm.py --jobs "${PREWARM_JOBS:-3}" --until "${PREWARM_UNTIL:-300}" \
         --out /tmp/prewarm.json ${SUITE_FLAGS:-} > "$OUT/gpu_suite.log" 2>&1 &
     prewarm=$!
     [ "${CHECK:-1}" = 1 ] && { timeout 200 python3 benchmarks/gpu_check.py --tokenizer .nano/tokenizer \
         > /tmp/gpu_check.log 2>&1 & check=$!; }
 fi
-timeout "${TRAIN_S:-330}" python3 recipes/nano/train.py --work .nano --out /tmp/nano-models --pack "$OUT" \
+timeout "${TRAIN_S:-430}" python3 recipes/nano/train.py --work .nano --out /tmp/nano-models --pack "$OUT" \
     --together --arms ${ARMS:-bias plain} \
-    --time-limits "${STAGE1_S:-185}" "${STAGE2_S:-50}" ${NANO_FLAGS:-} 2>&1 | tee -a "$OUT/run.log"
+    --time-limits "${STAGE1_S:-300}" "${STAGE2_S:-60}" ${NANO_FLAGS:-} 2>&1 | tee -a "$OUT/run.log"
 echo "training: exit ${PIPESTATUS[0]} after $SECONDS s" | tee -a "$OUT/run.log"
 for arm in ${ARMS:-bias plain}; do
     echo "== $arm" >> "$OUT/run.log"; cat ".nano/runs/$arm.log" >> "$OUT/run.log" 2>/dev/null
     grep -E "^training|time limit|validation|ecompil|rror|wrote|: [0-9]+ s$" ".nano/runs/$arm.log" | sed "s/^/$arm: /"
     grep -E "^step [0-9]*00/" ".nano/runs/$arm.log" | sed "s/^/$arm: /" | tail -4
 done
-# the test's way: CPU, fp32 compute on the weights rounded to bf16 as shipped (on the GPU in fp32, the plain arm's
-# step 60 passed once where its bf16 weights, here, did not)
-smoke() { timeout 90 python3 recipes/nano/smoke.py "$1" --bf16-weights 2>&1 | tee -a "$OUT/run.log" | grep "^smoke"; \
-          return "${PIPESTATUS[0]}"; }
-for arm in ${ARMS:-bias plain}; do                # can it ship? (the smoke test of tests/test_nano.py, seconds)
-    [ -d "/tmp/nano-models/$arm" ] && smoke "/tmp/nano-models/$arm" \
-        && echo "$arm: final passes smoke" | tee -a "$OUT/run.log"
+# The parse smoke test of tests/test_nano.py, the test's way (CPU, fp32 compute on the weights rounded to bf16 as
+# shipped; on the GPU in fp32 the plain arm's step 60 once passed where its bf16 weights here did not): each arm's
+# final weights and every SFT checkpoint of the plain arm (sft.toml saves every 10 steps), all at once, one CPU
+# thread each. If the plain arm's final weights fail, the newest checkpoint that passes is packed instead, for both
+# arms: the shipped weights pass, and the ablation still compares equal steps.
+mkdir -p /tmp/smoke; candidates=(); pids=()
+for arm in ${ARMS:-bias plain}; do [ -d "/tmp/nano-models/$arm" ] && candidates+=("/tmp/nano-models/$arm"); done
+[ -d /tmp/nano-models/plain ] && candidates+=($(ls -d .nano/runs/plain/stage2/checkpoints/step-* 2>/dev/null \
+    | sort -r | tail -n +2))                      # the newest checkpoint is the final weights
+for i in "${!candidates[@]}"; do
+    { OMP_NUM_THREADS=1 timeout 150 python3 recipes/nano/smoke.py "${candidates[$i]}" --bf16-weights \
+        > "/tmp/smoke/$i.log" 2>&1; echo $? > "/tmp/smoke/$i.rc"; } & pids+=($!)
 done
-# If the plain arm's final weights fail, the newest earlier SFT checkpoint (sft.toml saves every 20 steps) that
-# passes is packed instead, for both arms: the shipped weights pass, and the ablation still compares equal steps.
-if [[ " ${ARMS:-bias plain} " == *" plain "* ]] && [ -d /tmp/nano-models/plain ] \
-        && ! grep -q "^plain: final passes" "$OUT/run.log"; then
-    for ckpt in $(ls -d .nano/runs/plain/stage2/checkpoints/step-* 2>/dev/null | sort -r | tail -n +2); do
-        if smoke "$ckpt"; then
-            step=$(basename "$ckpt"); echo "plain: $step passes smoke: packed instead of final" | tee -a "$OUT/run.log"
-            for arm in ${ARMS:-bias plain}; do
-                rm -f "$OUT/$arm".tar.*
-                python3 recipes/nano/pack.py ".nano/runs/$arm/stage2/checkpoints/$step" "$arm" ".nano/runs/$arm" "$OUT"
-            done
-            break
-        fi
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
+passing=()
+for i in "${!candidates[@]}"; do
+    cat "/tmp/smoke/$i.log" >> "$OUT/run.log"; grep "^smoke" "/tmp/smoke/$i.log"
+    [ "$(cat "/tmp/smoke/$i.rc")" = 0 ] && passing+=("${candidates[$i]}")
+done
+for model in "${passing[@]}"; do
+    case $model in /tmp/nano-models/*) echo "${model##*/}: final passes smoke" | tee -a "$OUT/run.log";; esac
+done
+if [ -d /tmp/nano-models/plain ] && ! grep -q "^plain: final passes" "$OUT/run.log"; then
+    for ckpt in "${passing[@]}"; do                # newest first
+        [[ $ckpt == .nano/runs/plain/* ]] || continue
+        step=$(basename "$ckpt"); echo "plain: $step passes smoke: packed instead of final" | tee -a "$OUT/run.log"
+        for arm in ${ARMS:-bias plain}; do
+            rm -f "$OUT/$arm".tar.*
+            python3 recipes/nano/pack.py ".nano/runs/$arm/stage2/checkpoints/$step" "$arm" ".nano/runs/$arm" "$OUT"
+        done
+        break
     done
 fi
 if [ "$END" -gt 0 ]; then
