@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
 # $OUT (pack.py), while benchmarks/gpu_check.py and the suite's compiles (benchmarks/gpu_prewarm.py) run
-# alongside; the parse smoke test of each arm (if the plain arm's final weights fail it, the newest earlier SFT
-# checkpoint that passes is packed instead, for both arms); then the GPU measurements of issue 9 (gpu_suite.py)
-# alone on the GPU in the time left. Run from the repository root with the data of build_corpus.py copied into
-# .nano/ (git-excluded) and carried xz-compressed (25 MB -> 6 MB; once the full-size weights are tracked, .nano
-# itself would not fit the device call's 64 MiB):
-#   here: tar -cJf .nano.tar.xz .nano        (git-excluded too)
-#   device run: carry [".nano.tar.xz", ".compile_cache.bin"], command "bash recipes/nano/gpu_run.sh", timeout_s 595
-#   (.compile_cache.bin: an earlier call's $OUT/compile_cache.bin on the same card, if there is one; see gpu_suite.py)
+# alongside; the parse smoke test of each arm's final weights and of every SFT checkpoint of the plain arm, all at
+# once on the CPU (if the plain arm's final weights fail, the newest checkpoint that passes is packed instead, for
+# both arms); then the GPU measurements of issue 9 (gpu_suite.py) alone on the GPU in the time left. Run from the
+# repository root with build_corpus.py's pretrain/ (without its work/), sft/ and tokenizer/ in .nano/ (ignored by
+# git), carried xz-compressed (57 MB -> 12 MB; the working tree with the tracked weights is ~40 MB of the 64 MiB):
+#   here: tar -cJf .nano.tar.xz --exclude=.nano/pretrain/work .nano/pretrain .nano/sft .nano/tokenizer
+#   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595 (2026-11-28: 530 s)
+#   (carry ".compile_cache.bin" too if an earlier call on the same card returned one; see gpu_suite.py)
 #   a second call at once, on the still-warm machine, goes on with the suite where it stopped (its compile caches are
-#   still on disk): python3 benchmarks/gpu_suite.py --out $OUT/gpu_suite_2.json --budget 280
+#   still on disk): PYTHONPATH=$PWD python3 benchmarks/gpu_suite.py --out $OUT/gpu_suite_2.json --budget 235
 #   --skip-done /tmp/gpu_suite_1.json --prewarmed /tmp/prewarm.json
 # Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain (packed_from.txt
 # says which checkpoint). The log says whether each arm passes the parse smoke test (smoke.py, run as the test runs
 # it: CPU, fp32 compute, the weights rounded to bf16 as shipped).
-# One arm in a shorter call, no measurements: ARMS=bias TRAIN_S=170 STAGE1_S=105 STAGE2_S=30 END=0 bash recipes/nano/gpu_run.sh
-# A CPU rehearsal: OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 bash recipes/nano/gpu_run.sh
+# One arm in a shorter call, no measurements: ARMS=bias TRAIN_S=330 STAGE1_S=250 STAGE2_S=40 END=0 bash recipes/nano/gpu_run.sh
+# A CPU rehearsal (~2.5 minutes): OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 END=400 PREWARM_UNTIL=60 \
+#   bash recipes/nano/gpu_run.sh
 set -uo pipefail                                # no -e: the measurements run even if training fails
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TORCH_LOGS=recompiles   # a recompiling step shows in the log
 END=${END:-560}                                 # seconds from the start by which everything is written
