@@ -36,15 +36,17 @@ def run_summary(stage_dir: Path, upto: int | None = None) -> dict:
     rows = [r for r in rows if upto is None or r.get("step", 0) <= upto]
     steps = [r for r in rows if "tokens" in r]
     config = json.loads((stage_dir / "config.json").read_text())
-    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in steps if r.get("tokens_per_s"))
+    per_step = config["seq_len"] * config["batch_size"] * config.get("grad_accum", 1)   # tokens_per_s counts these
+    seconds = sum(per_step / r["tokens_per_s"] for r in steps if r.get("tokens_per_s"))
     tokens = sum(r["tokens"] for r in steps)
     losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
-    mfu = [r["mfu"] for r in steps if r.get("mfu") is not None]
+    timed = [(r["mfu"], per_step / r["tokens_per_s"]) for r in steps if r.get("mfu") is not None]
     last = steps[-20:]                                  # one batch's loss is noise; the card shows the last 20
     return {"steps": len(steps), "tokens": tokens, "seconds": round(seconds), "tokens_per_s": round(tokens / seconds),
             "final_loss": round(sum(r["loss"] for r in last) / len(last), 4),
             "validation_loss": round(losses[-1], 4) if losses else None,
-            "mfu": round(sum(mfu) / len(mfu), 4) if mfu else None, "seq_len": config["seq_len"],
+            "mfu": round(sum(m * t for m, t in timed) / sum(t for _, t in timed), 4) if timed else None,   # by time
+            "seq_len": config["seq_len"],
             "batch_size": config["batch_size"], "lr": config["lr"]}
 
 
