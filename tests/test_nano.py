@@ -133,6 +133,10 @@ def test_transformers_loads_it_with_the_same_logits_and_tokens():
     peer = transformers.AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL, dtype=torch.float32).eval()
     ours = load_model(EMBEDDED_MODEL, dtype="float32")
     with torch.no_grad():
+        # transformers 5.24's first forward after from_pretrained, on CPU, now and then (3 of 12 runs of this
+        # file, 1 of 20 bare processes with our model loaded too) differs from its later ones by ~2e-3 from layer 0
+        # on; ours equals the later ones, so the comparison is with transformers' second call
+        peer(torch.tensor([ids]))
         expected, got = peer(torch.tensor([ids])).logits, ours(torch.tensor([ids]))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
