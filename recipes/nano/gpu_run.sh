@@ -5,7 +5,7 @@
 # once on the CPU (if the plain arm's final weights fail, the newest checkpoint that passes is packed instead, for
 # both arms); then the GPU measurements of issue 9 (gpu_suite.py) alone on the GPU in the time left. Run from the
 # repository root with build_corpus.py's pretrain/ (without its work/), sft/ and tokenizer/ in .nano/ (ignored by
-# git), carried xz-compressed (57 MB -> 12 MB; the working tree with the tracked weights is ~40 MB of the 64 MiB):
+# git), carried xz-compressed (49 MB -> 12 MB; the working tree with the tracked weights is ~40 MB of the 64 MiB):
 #   here: tar -cJf .nano.tar.xz --exclude=.nano/pretrain/work .nano/pretrain .nano/sft .nano/tokenizer
 #   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595 (2026-11-28: 530 s)
 #   (carry ".compile_cache.bin" too if an earlier call on the same card returned one; see gpu_suite.py)
