@@ -29,12 +29,19 @@ SUITE = Path(__file__).with_name("gpu_suite.py")
 def compiles(entry: str) -> bool:
     """Whether a suite entry (`gpu_suite.py --list`'s part/shape/system/batch) spends most of its time compiling."""
     part, _, system, _ = entry.split("/")
-    return part == "prefill" or system in ("zhcoder", "zhcoder int8", "transformers static", "compiled per layer")
+    return system.startswith("zhcoder") or system in ("transformers static", "compiled per layer")
+
+
+def gib(entry: str) -> float:
+    """GPU memory to leave for one entry's process: an 8B shape with its copies, caches and transformers' static
+    cache takes ~20-35 GiB, as does training the 0.6B shape; decoding the 0.6B shape a few."""
+    part, shape, _, _ = entry.split("/")
+    return 40.0 if "8b" in shape or part == "train" else 8.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=3, help="processes at a time (fewer if GPU memory is short)")
+    parser.add_argument("--jobs", type=int, default=3, help="processes at a time (fewer when GPU memory is short)")
     parser.add_argument("--until", type=float, default=240.0, help="seconds after which what still runs is stopped")
     parser.add_argument("--limit", type=int, help="only the first N compiling entries")
     parser.add_argument("--out", type=Path, required=True)
@@ -43,12 +50,12 @@ def main() -> None:
     listed = subprocess.run([sys.executable, str(SUITE), "--list", "--out", str(args.out), *suite_args],
                             capture_output=True, text=True, check=True).stdout.splitlines()
     entries = [entry for entry in listed if compiles(entry)][:args.limit]
-    jobs = args.jobs
+    jobs, free_gib = args.jobs, float("inf")
     try:
         import torch
 
-        if torch.cuda.is_available():       # an 8B shape and its copies: ~20-35 GiB a job; leave room
-            jobs = max(1, min(jobs, int(torch.cuda.mem_get_info()[0] / 2**30 // 40)))
+        if torch.cuda.is_available():
+            free_gib = torch.cuda.mem_get_info()[0] / 2**30
     except ImportError:
         pass
     work = Path(tempfile.mkdtemp(prefix="zhcoder-prewarm-"))
@@ -63,10 +70,15 @@ def main() -> None:
         args.out.write_text(json.dumps({"meta": {"jobs": jobs, "until_s": args.until, "suite_args": suite_args},
                                         "results": results}, indent=1) + "\n")
 
-    print(f"prewarm: {len(entries)} entries, {jobs} at a time, until {args.until:.0f}s", flush=True)
+    print(f"prewarm: {len(entries)} entries, up to {jobs} at a time in {free_gib:.0f} GiB, until {args.until:.0f}s",
+          flush=True)
     waiting, running = list(enumerate(entries)), {}
+
+    def fits(entry: str) -> bool:                         # GPU memory for one more process
+        return not running or sum(gib(e) for e, *_ in running.values()) + gib(entry) <= free_gib
+
     while (waiting or running) and time.perf_counter() - began < args.until:
-        while waiting and len(running) < jobs:
+        while waiting and len(running) < jobs and fits(waiting[0][1]):
             index, entry = waiting.pop(0)
             out = work / f"{index}.json"
             log = (work / f"{index}.log").open("w")

@@ -72,6 +72,9 @@ TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_la
             num_key_value_heads=2, head_dim=16)
 
 
+VARIANTS = ("zhcoder cuBLAS", "zhcoder whole graph")     # batch-1 decode compiled otherwise (Shape.variant)
+
+
 class StubTokenizer:
     """What the engine needs of a tokenizer when prompts are token ids and no stop token is asked for."""
 
@@ -392,20 +395,46 @@ class Shape:
                         first_tokens=out[0, self.prompt_len:self.prompt_len + 8].tolist())
 
     def prefill(self) -> None:
-        length = self.suite.args.prefill_len
+        """One --prefill-len prompt: zhcoder in its default chunks and in one chunk, transformers eager; then where
+        the default-chunk prefill's time goes."""
+        length, engine = self.suite.args.prefill_len, self.engine
         ids = self.prompts(1, length)
         prompt = ids.tolist()
-        run = lambda: self.engine.generate(prompt, SamplingParams(max_new_tokens=1, stop_token_ids=[]))  # noqa: E731
-        run()
-        ours = timed(run, self.device, self.suite.args.repeats)
+        run = lambda: engine.generate(prompt, SamplingParams(max_new_tokens=1, stop_token_ids=[]))  # noqa: E731
+        chunk = engine.prefill_chunk
+        seconds = {}
+        for engine.prefill_chunk in (length, chunk):
+            run()
+            seconds[engine.prefill_chunk] = timed(run, self.device, self.suite.args.repeats)
         self.ensure_hf()
         ids = ids.to(self.device)
         with torch.inference_mode():
             self.hf_generate(ids, 1, False)
             theirs = timed(lambda: self.hf_generate(ids, 1, False), self.device, self.suite.args.repeats)
+        ours = seconds[chunk]
         self.suite.record(part="prefill", shape=self.name, prompt_len=length, zhcoder_tok_s=length / ours,
-                          transformers_tok_s=length / theirs, ratio=theirs / ours,
-                          chunk=self.engine.prefill_chunk)
+                          transformers_tok_s=length / theirs, ratio=theirs / ours, chunk=chunk,
+                          one_chunk_tok_s=length / seconds[length])
+        found = kernel_profile(run, self.device)
+        self.suite.record(part="profile", shape=self.name, system="zhcoder prefill", batch=1, tokens=length,
+                          launches_per_token=found["launches"] / length,
+                          device_us_per_token=found["total_us"] / length, top=found["top"])
+
+    def variant(self, system: str) -> None:
+        """zhcoder at batch 1 compiled another way: "zhcoder whole graph" (every layer traced: no reused decoder
+        layer) or "zhcoder cuBLAS" (no coordinate-descent tuning: inductor keeps batch-1 matrix products as cuBLAS
+        calls instead of tuned Triton reductions)."""
+        import zhcoder.model
+
+        options = {"coordinate_descent_tuning": False} if system == "zhcoder cuBLAS" else None
+        engine = Engine(self.model, StubTokenizer(self.config.vocab_size), fast=True, compile_options=options)
+        reuse = zhcoder.model.REUSE_DECODE_LAYER
+        zhcoder.model.REUSE_DECODE_LAYER = reuse and system != "zhcoder whole graph"
+        try:
+            self.ours(1, engine, system=system)
+        finally:
+            zhcoder.model.REUSE_DECODE_LAYER = reuse
+            del engine
 
     def int8(self) -> None:
         from zhcoder.quant import quantize_model
@@ -450,13 +479,11 @@ def train(suite: Suite, device: torch.device, compiled: bool = False) -> None:
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
         torch.autocast("cpu", enabled=False)
-    times, losses = [], []
-    steps = 2 + (2 if args.tiny else args.train_steps)
-    for step in range(steps):
+    losses = []
+
+    def step():
         ids, position_ids = packed()
         labels = torch.roll(ids, -1, dims=1)
-        sync(device)
-        start = time.perf_counter()
         with autocast:
             loss = model(ids, position_ids=position_ids, attention_mask=attention_mask(position_ids), labels=labels)
         (loss / labels.numel()).backward()
@@ -464,18 +491,23 @@ def train(suite: Suite, device: torch.device, compiled: bool = False) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss) / labels.numel())
-        sync(device)
-        times.append(time.perf_counter() - start)
+
+    times = [timed(step, device) for _ in range(2 + (2 if args.tiny else args.train_steps))]
     timed_steps = sorted(times[2:])
     seconds = timed_steps[len(timed_steps) // 2]
     tok_s = batch * seq / seconds
     peak = peak_flops(device, None)
     mfu = flops_per_token(config, seq) * tok_s / peak if peak else None
-    suite.record(part="train", shape="qwen3-0.6b" if not args.tiny else "tiny (qwen3-0.6b)",
-                 system="compiled per layer" if compiled else "eager", seq_len=seq, batch=batch, tok_s=tok_s,
+    system = "compiled per layer" if compiled else "eager"
+    name = "qwen3-0.6b" if not args.tiny else "tiny (qwen3-0.6b)"
+    suite.record(part="train", shape=name, system=system, seq_len=seq, batch=batch, tok_s=tok_s,
                  first_step_s=times[0], mfu=mfu, step_s=seconds, loss_first=losses[0], loss_last=losses[-1],
                  attention="flex document mask" if device.type == "cuda" else "sdpa document mask")
-    del model, optimizer
+    if compiled:                                                    # where a training step's time goes
+        found = kernel_profile(step, device)
+        suite.record(part="profile", shape=name, system=f"training ({system})", batch=batch, tokens=batch * seq,
+                     launches_per_token=found["launches"] / (batch * seq),
+                     device_us_per_token=found["total_us"] / (batch * seq), top=found["top"])
 
 
 # ----- the run ---------------------------------------------------------------------------------------------
@@ -499,7 +531,8 @@ def table(suite: Suite) -> str:
                     f"| {r['GB_s']:.1f} | {share} | {versus[0]} | {versus[1]} |")
     for r in suite.results:
         if r.get("part") == "prefill" and "zhcoder_tok_s" in r:
-            rows.append(f"\nprefill {r['shape']} ({r['prompt_len']} tokens): zhcoder {r['zhcoder_tok_s']:,.0f} tok/s, "
+            rows.append(f"\nprefill {r['shape']} ({r['prompt_len']} tokens): zhcoder {r['zhcoder_tok_s']:,.0f} tok/s "
+                        f"(chunks of {r['chunk']}; one chunk {r['one_chunk_tok_s']:,.0f}), "
                         f"transformers {r['transformers_tok_s']:,.0f} tok/s ({r['ratio']:.2f}x)")
         if r.get("part") == "train" and "tok_s" in r:
             mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
@@ -534,9 +567,11 @@ def main() -> None:
     parser.add_argument("--prefill-len", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-seq", type=int, default=2048)
-    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=8, help="the issue's transformers figure: batch 8")
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-transformers-static", action="store_true")
+    parser.add_argument("--whole-graph", action="store_true", help="compile zhcoder's decode steps as one graph of "
+                        "all layers (zhcoder.model.REUSE_DECODE_LAYER off)")
     parser.add_argument("--compile-cache", help="torch.compile caches to load first (a compile_cache.bin "
                         "an earlier run wrote beside its --out)")
     parser.add_argument("--list", action="store_true", help="print the plan's entries in priority order and exit")
@@ -553,6 +588,9 @@ def main() -> None:
         args.batches, args.repeats, args.profile_tokens = [1, 2], 1, min(args.profile_tokens, 4)
     args.budget = args.budget or (120.0 if args.tiny else 510.0)
     suite = Suite(args)
+    import zhcoder.model
+
+    zhcoder.model.REUSE_DECODE_LAYER &= not args.whole_graph
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     import transformers
@@ -560,7 +598,8 @@ def main() -> None:
     suite.meta = {"torch": torch.__version__, "transformers": transformers.__version__,
                   "python": platform.python_version(),
                   "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-                  "tiny": args.tiny, "args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                  "tiny": args.tiny, "args": vars(args), "reuse_decode_layer": zhcoder.model.REUSE_DECODE_LAYER,
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.type == "cuda":
         suite.meta["gpu_memory_GiB"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -590,6 +629,8 @@ def main() -> None:
     def decode(name, batch, system):
         if system == "zhcoder":
             return ("decode", name, system, batch, lambda: shape(name).ours(batch), compile_cost)
+        if system in VARIANTS:
+            return ("decode", name, system, batch, lambda: shape(name).variant(system), compile_cost)
         static = system == "transformers static"
         return ("decode", name, system, batch, lambda: shape(name).theirs(batch, static=static),
                 (lambda: 1.5 * suite.estimates["compile"]) if static else (lambda: 10.0))
@@ -614,6 +655,7 @@ def main() -> None:
     plan += [decode(name, batch, system) for name in small for batch in batches[1:] for system in static]
     if quant:
         plan += [("int8", name, "zhcoder int8", 1, lambda n=name: shape(n).int8(), compile_cost) for name in small]
+    plan += [decode(big, batches[0], system) for system in VARIANTS]          # how else it could be compiled
     if args.list:
         print("\n".join(label(*entry[:4]) for entry in plan))
         return

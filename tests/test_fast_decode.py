@@ -191,6 +191,23 @@ def test_compiled_step_is_one_graph():
     assert all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in events if "token" in e)
 
 
+@pytest.mark.skipif(not hasattr(torch.compiler, "nested_compile_region"), reason="torch < 2.8")
+def test_compiled_step_traces_the_decoder_layer_once():
+    """The compiled step calls one traced decoder layer for every layer (a nested compile region), so compile time
+    does not grow with depth: no layer-specific constant (its index, its own cache list) reaches the layer's code."""
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    for code_bias in (False, True):
+        m = model("qwen3", code_bias=code_bias)
+        run(Engine(m, StubTokenizer(), fast=True, compile=True, compile_backend=backend), prompts([5, 3]),
+            max_new_tokens=3)
+        calls = [n for n in graphs[-1].graph.nodes if n.op == "call_function" and "invoke_subgraph" in str(n.target)]
+        assert [n.args[1] for n in calls] == ["subgraph_0"] * m.config.num_hidden_layers
+
 def serve(engine, batch, params, logprobs=None, max_batch=3):
     scheduler = Scheduler(engine, max_batch=max_batch, max_len=256)
     scheduler.start()

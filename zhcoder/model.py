@@ -127,15 +127,38 @@ def _flex_with_key_bias(attend, q, k, v, block_mask, bias: torch.Tensor, key_cla
     return out[..., :D] / out[..., D:D + 1]
 
 
+class LayerCache:
+    """One layer's cached keys and values, (batch, kv_heads, max_len, head_dim) each (views into a KVCache or the
+    server's SlotCache), and how a step writes them.
+
+    `start` an int: the step's T tokens go to positions start..start+T-1 of every row, and the keys up to there are
+    returned (prefill, the plain decode loop). `start` a (n,) tensor: one token for each of rows 0..n-1 goes to that
+    row's own position (an indexed write) and the first `length` positions of those rows are returned: no shape
+    depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position (the engine's
+    fast path; the attention mask hides what each row has not written). It holds only tensors and an int, the same
+    for every layer, so a compiled step traces one layer and reuses it for the rest (`QwenForCausalLM.hidden_states`)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None):
+        self.keys, self.values, self.length = keys, values, length
+
+    def update(self, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys, self.values
+        if isinstance(start, torch.Tensor):
+            n = k.shape[0]
+            rows = torch.arange(n, device=keys.device)  # index_put_, not scatter_: inductor writes it in place,
+            keys[rows, :, start] = k[:, :, 0]           # where a scatter_ copied the whole cache twice per layer
+            values[rows, :, start] = v[:, :, 0]         # and step
+            return keys[:n, :, :self.length], values[:n, :, :self.length]
+        end = start + k.shape[2]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+
 class KVCache:
     """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each; with the
-    code-aware bias also the token class of every cached key, (batch, max_len).
-
-    Two ways to write a step. `start` an int: the step's T tokens go to positions start..start+T-1 of every row and
-    the keys up to there are returned (prefill, and the plain decode loop). `start` a (batch,) tensor: one token per
-    row goes to that row's own position (an indexed write) and the first `window` positions of every row are
-    returned: no shape depends on the positions, so one compiled, CUDA-graph-captured decode step serves every
-    position (zhcoder.engine's fast path; the attention mask hides what each row has not written)."""
+    code-aware bias also the token class of every cached key, (batch, max_len). `layer(i)` is what layer i writes
+    (LayerCache); a tensor-positioned step attends to the first `window` positions (a fixed size: a static shape)."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
@@ -144,7 +167,7 @@ class KVCache:
         self.key_classes = torch.zeros(batch_size, max_len, dtype=torch.long, device=device) \
             if config.code_aware_attention else None
         self.max_len = max_len
-        self.window = max_len              # keys a tensor-positioned step attends to (a fixed size: a static shape)
+        self.window = max_len
 
     def tensors(self) -> list[torch.Tensor]:
         return self.keys + self.values + ([self.key_classes] if self.key_classes is not None else [])
@@ -158,23 +181,15 @@ class KVCache:
         view.max_len, view.window = self.max_len, self.window
         return view
 
-    def update(self, layer: int, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.keys[layer], self.values[layer]
-        if isinstance(start, torch.Tensor):                      # one token per row, each at its own position
-            rows = torch.arange(keys.shape[0], device=keys.device)   # index_put_, not scatter_: inductor writes
-            keys[rows, :, start] = k[:, :, 0]                       # it in place, where a scatter_ copied the
-            values[rows, :, start] = v[:, :, 0]                     # whole cache twice per layer and step
-            return keys[:, :, :self.window], values[:, :, :self.window]
-        end = start + k.shape[2]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        return keys[:, :, :end], values[:, :, :end]
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self.keys[i], self.values[i], self.window)
 
     def update_classes(self, start, classes: torch.Tensor) -> torch.Tensor:
         """Record the token classes of this step's keys (code-aware bias); the classes of every cached key."""
         if isinstance(start, torch.Tensor):
-            self.key_classes[torch.arange(classes.shape[0], device=classes.device), start] = classes[:, 0]
-            return self.key_classes[:, :self.window]
+            n = classes.shape[0]
+            self.key_classes[torch.arange(n, device=classes.device), start] = classes[:, 0]
+            return self.key_classes[:n, :self.window]
         end = start + classes.shape[1]
         self.key_classes[:, start:end] = classes
         return self.key_classes[:, :end]
@@ -221,7 +236,7 @@ class Attention(nn.Module):
         y = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # (B, kv_heads, groups, D)
         return y.reshape(B, 1, H * D)
 
-    def forward(self, x, cos, sin, mask=None, kv_cache: KVCache | None = None, start_pos: int = 0,
+    def forward(self, x, cos, sin, mask=None, kv_cache: LayerCache | None = None, start_pos: int = 0,
                 key_classes: torch.Tensor | None = None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
@@ -234,8 +249,8 @@ class Attention(nn.Module):
         k = apply_rope(k.transpose(1, 2), cos, sin)
         v = v.transpose(1, 2)
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, start_pos, k, v)
-            if T == 1 and isinstance(start_pos, torch.Tensor) and isinstance(kv_cache, KVCache):  # static decode
+            k, v = kv_cache.update(start_pos, k, v)
+            if T == 1 and isinstance(start_pos, torch.Tensor):                  # a decode step
                 return self.o_proj(self._single_query_attention(q, k, v, mask, key_classes).reshape(B, T, -1))
         gqa = self.num_heads != self.num_kv_heads
         if BlockMask is not None and isinstance(mask, BlockMask):
@@ -385,16 +400,33 @@ class QwenForCausalLM(nn.Module):
             key_classes = self.model.code_token_class[input_ids].long()
             if kv_cache is not None:
                 key_classes = kv_cache.update_classes(start_pos, key_classes)
-        for layer in self.model.layers:
+        for i, layer in enumerate(self.model.layers):
+            cache = kv_cache.layer(i) if kv_cache is not None else None
             if self.gradient_checkpointing and self.training:
                 context = _keep_matmuls if self.gradient_checkpointing == "selective" else _no_context
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, kv_cache, start_pos,
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, cache, start_pos,
                                                       key_classes, use_reentrant=False, context_fn=context)
+            elif isinstance(start_pos, torch.Tensor) and REUSE_DECODE_LAYER:  # a decode step (compiled on CUDA)
+                x = _decode_layer(layer, x, cos, sin, attention_mask, cache, start_pos, key_classes)
             else:
-                x = layer(x, cos, sin, attention_mask, kv_cache, start_pos, key_classes)
+                x = layer(x, cos, sin, attention_mask, cache, start_pos, key_classes)
         if last_only:
             x = x[:, -1:]
         return self.model.norm(x)
+
+
+# Under torch.compile (torch >= 2.8), a decode step traces and lowers the decoder layer once and reuses it for every
+# layer (a nested compile region) instead of compiling 36 copies: on CPU, a 36-layer step's first compile 134 s -> 46 s.
+# False: one graph of all layers (cross-layer fusion; benchmarks/gpu_suite.py's "zhcoder whole graph" compares).
+REUSE_DECODE_LAYER = hasattr(torch.compiler, "nested_compile_region")
+
+
+def _decode_layer(layer, *args):
+    return layer(*args)
+
+
+if REUSE_DECODE_LAYER:
+    _decode_layer = torch.compiler.nested_compile_region(_decode_layer)
 
 
 def _no_context():

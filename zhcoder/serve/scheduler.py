@@ -46,44 +46,23 @@ class SchedulerStopped(RuntimeError):
     """The scheduler is shutting down or has stopped (the server answers 503)."""
 
 
-class SlotCache:
+class SlotCache(KVCache):
     """A KV cache of `slots` rows for continuous batching; row r's first `length` positions hold its tokens.
 
-    For a decode step `positions` (one per active row) says where each row's new key goes: `update` writes there
-    and returns the keys of rows 0..n-1 up to the longest row (the attention mask hides what each row lacks)."""
+    For a decode step over rows 0..n-1, `begin_step` sets the window to the longest row: each row's new key goes to
+    its own position and the step attends to those rows' keys up to there (the attention mask hides what each row
+    lacks)."""
 
     def __init__(self, config, slots: int, max_len: int, dtype: torch.dtype, device):
-        shape = (slots, config.num_key_value_heads, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.key_classes = torch.zeros(slots, max_len, dtype=torch.long, device=device) \
-            if config.code_aware_attention else None
-        self.slots, self.max_len = slots, max_len
-        self._rows = self._end = None
+        super().__init__(config, slots, max_len, dtype, device)
+        self.slots = slots
 
     def row(self, r: int) -> KVCache:
         """A KVCache over row r alone (views: writes land in this cache), for a prefill."""
-        view = KVCache.__new__(KVCache)
-        view.keys = [k[r:r + 1] for k in self.keys]
-        view.values = [v[r:r + 1] for v in self.values]
-        view.key_classes = self.key_classes[r:r + 1] if self.key_classes is not None else None
-        view.max_len = self.max_len
-        return view
+        return self.rows(r, r + 1)
 
-    def begin_step(self, n: int, positions: torch.Tensor) -> None:
-        self._rows = torch.arange(n, device=positions.device)
-        self._end = int(positions.max()) + 1
-
-    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        rows, n = self._rows, self._rows.numel()
-        self.keys[layer][rows, :, positions] = k[:, :, 0]
-        self.values[layer][rows, :, positions] = v[:, :, 0]
-        return self.keys[layer][:n, :, :self._end], self.values[layer][:n, :, :self._end]
-
-    def update_classes(self, positions: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        rows = self._rows
-        self.key_classes[rows, positions] = classes[:, 0]
-        return self.key_classes[:rows.numel(), :self._end]
+    def begin_step(self, positions: torch.Tensor) -> None:
+        self.window = int(positions.max()) + 1
 
     def move(self, source: int, target: int, length: int) -> None:
         """Copy row `source`'s first `length` positions into row `target`."""
@@ -279,7 +258,7 @@ class Scheduler:
         n = len(self.active)
         tokens = torch.tensor([[a.last] for a in self.active], device=device)
         positions = torch.tensor([a.length for a in self.active], device=device)
-        self.cache.begin_step(n, positions)
+        self.cache.begin_step(positions)
         end = int(positions.max()) + 1
         mask = (torch.arange(end, device=device)[None, :] <= positions[:, None])[:, None, None, :]
         logits = self.engine.logits(tokens, positions[:, None], mask, self.cache, positions)
