@@ -136,7 +136,7 @@ class LayerCache:
     row's own position (an indexed write) and the first `length` positions of those rows are returned: no shape
     depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position (the engine's
     fast path; the attention mask hides what each row has not written). It holds only tensors and an int, the same
-    for every layer, so a compiled step traces one layer and reuses it for the rest (`QwenForCausalLM.hidden_states`)."""
+    for every layer, so a compiled step traces one layer and reuses it for the rest (`hidden_states`)."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None):
         self.keys, self.values, self.length = keys, values, length
