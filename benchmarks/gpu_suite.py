@@ -23,18 +23,20 @@ tensors, so nothing is copied and both compute on the same numbers; a logits che
   torch.profiler; the kernels (CPU ops on CPU) with the most device time, their count and share, and kernels per
   step -- what the bandwidth left on the table is spent on (launch-bound small kernels or slow matrix-vector ones).
 - int8 decode, batch 1: when `zhcoder.quant.quantize_model` is importable (on a copy of the model).
+- two other ways to compile the batch-1 step, last in the plan: "zhcoder whole graph" (every layer traced) and
+  "zhcoder cuBLAS" (no coordinate-descent tuning).
 - training tok/s and MFU, Qwen3-0.6B shape, seq 2048: the Trainer's step (bf16 autocast over fp32 weights,
   FlexAttention document masks, the chunked loss, fused AdamW, clipping), timed directly on synthetic packed
   documents -- benchmarks/train_speed.py runs the full Trainer, which needs a tokenizer folder on the machine.
 
-Compile time: every zhcoder batch size compiles its decode step (~2 minutes on the 8B shape, mostly in proportion
-to the 36 layers it traces). --compile-cache FILE loads torch.compile's portable caches
+Compile time: every zhcoder batch size compiles its decode step (~1 minute on the 8B shape with the decoder layer
+compiled once; ~2 minutes as one graph of all 36 layers). --compile-cache FILE loads torch.compile's portable caches
 (`torch.compiler.load_cache_artifacts`) when the file exists, and after every part the suite writes what it has
 compiled or looked up to compile_cache.bin beside --out (if at most 15 MiB; what this run did not use is not in
 it), to carry into the next call on the same card and torch. On CPU it took a 36-layer step's first compile in a
 fresh cache folder from 75 s to 20 s. On the machine itself, benchmarks/gpu_prewarm.py runs the compiling entries
-ahead (while the GPU trains, in gpu_run.sh); --prewarmed then budgets the entries it did not finish as compiles
-from scratch.
+ahead (while the GPU trains in gpu_run.sh, or first, several at a time, in gpu_session.sh); --prewarmed then
+budgets the entries it did not finish as compiles from scratch.
 
 Parts run in priority order against a --budget (seconds); a part whose estimate no longer fits is recorded as
 skipped. The order: the first shape at the first batch (zhcoder, transformers eager, static), then prefill and
