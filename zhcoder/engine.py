@@ -213,8 +213,8 @@ class Engine:
       sampling by `sample` with a torch.Generator; each token is read on the host before the next step.
     - fast (`fast=True`, the default on CUDA): a static decode step. A `DecodeState` (KV cache + per-row state) is
       allocated once per batch bucket (rows rounded up to a power of two, length to a power of two >= MIN_CACHE)
-      and reused across calls; the step writes each row's key at its own position (an indexed write) and attends to a
-      fixed window (a power of two >= the call's prompt + new tokens) under the mask `start <= key <= position`,
+      and reused across calls; the step writes each row's key at its own position (an indexed write) and attends
+      to a fixed window (a power of two >= the call's prompt + new tokens) under the mask `start <= key <= position`,
       so no shape changes from step to step. Sampling runs on the device (`sample_rows`: per-row settings,
       counter-based seeded noise, no host sync), and the host reads step t's tokens only after step t+1 is
       launched (asynchronous copy into pinned memory), so streaming and stop checks overlap the GPU. Prompts are

@@ -196,9 +196,8 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.head_dim
         h, q, kv = config.hidden_size, config.num_attention_heads * config.head_dim, self.num_kv_heads * self.head_dim
@@ -315,7 +314,7 @@ class SparseMoeBlock(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int):
         super().__init__()
-        self.self_attn = Attention(config, layer_idx)
+        self.self_attn = Attention(config)
         if config.is_moe_layer(layer_idx):
             self.mlp = SparseMoeBlock(config)
         else:
