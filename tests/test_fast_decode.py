@@ -192,21 +192,33 @@ def test_compiled_step_is_one_graph():
 
 
 @pytest.mark.skipif(not hasattr(torch.compiler, "nested_compile_region"), reason="torch < 2.8")
-def test_compiled_step_traces_the_decoder_layer_once():
+def test_compiled_step_traces_the_decoder_layer_once(monkeypatch):
     """The compiled step calls one traced decoder layer for every layer (a nested compile region), so compile time
-    does not grow with depth: no layer-specific constant (its index, its own cache list) reaches the layer's code."""
+    does not grow with depth: no layer-specific constant (its index, its own cache list) reaches the layer's code.
+    With REUSE_DECODE_LAYER off, every layer is traced into one graph, with the same tokens."""
+    import zhcoder.model
+
     graphs = []
 
     def backend(gm, inputs):
         graphs.append(gm)
         return gm.forward
 
+    def subgraph_calls():
+        return [n.args[1] for n in graphs[-1].graph.nodes
+                if n.op == "call_function" and "invoke_subgraph" in str(n.target)]
+
+    batch = prompts([5, 3])
     for code_bias in (False, True):
         m = model("qwen3", code_bias=code_bias)
-        run(Engine(m, StubTokenizer(), fast=True, compile=True, compile_backend=backend), prompts([5, 3]),
-            max_new_tokens=3)
-        calls = [n for n in graphs[-1].graph.nodes if n.op == "call_function" and "invoke_subgraph" in str(n.target)]
-        assert [n.args[1] for n in calls] == ["subgraph_0"] * m.config.num_hidden_layers
+        tokens = run(Engine(m, StubTokenizer(), fast=True, compile=True, compile_backend=backend), batch,
+                     max_new_tokens=3)[0]
+        assert subgraph_calls() == ["subgraph_0"] * m.config.num_hidden_layers
+    monkeypatch.setattr(zhcoder.model, "REUSE_DECODE_LAYER", False)
+    whole = run(Engine(m, StubTokenizer(), fast=True, compile=True, compile_backend=backend), batch,
+                max_new_tokens=3)[0]
+    assert subgraph_calls() == [] and whole == tokens
+
 
 def serve(engine, batch, params, logprobs=None, max_batch=3):
     scheduler = Scheduler(engine, max_batch=max_batch, max_len=256)
