@@ -492,7 +492,7 @@ def train(suite: Suite, device: torch.device, compiled: bool = False) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss) / labels.numel())
+        losses.append(float(loss.detach()) / labels.numel())
 
     times = [timed(step, device) for _ in range(2 + (2 if args.tiny else args.train_steps))]
     timed_steps = sorted(times[2:])
