@@ -2,9 +2,7 @@
 
 Both run greedy, fp32, on checkpoints written by transformers at two small Qwen3 shapes, at batch 1 and 8.
 Prefill tokens/s is measured as a 1-token generation; decode tokens/s from the extra time of N tokens.
-Prints a table of both and their ratio (ours / transformers) and writes JSON. `--fast` also times the engine's
-fast path run eagerly on CPU (static cache, device-style sampling: what CUDA compiles; off by default on CPU);
-`--threads N` sets torch's intra-op threads (on a machine shared with other jobs, 1 avoids OpenMP workers
+Prints a table of both and their ratio (ours / transformers) and writes JSON. `--threads N` sets torch's intra-op threads (on a machine shared with other jobs, 1 avoids OpenMP workers
 spinning on descheduled peers, which can make small ops 10-100x slower).
 
     python benchmarks/decode_cpu.py [--prompt-len 128] [--new-tokens 64] [--repeats 3] [--out benchmarks/decode_cpu.json]
@@ -46,8 +44,7 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def measure(shape: dict, batch: int, prompt_len: int, new_tokens: int, repeats: int, tokenizer,
-            fast: bool = False) -> dict:
+def measure(shape: dict, batch: int, prompt_len: int, new_tokens: int, repeats: int, tokenizer) -> dict:
     config = transformers.Qwen3Config(tie_word_embeddings=True, **shape)
     torch.manual_seed(0)
     hf = transformers.Qwen3ForCausalLM(config).eval()
@@ -55,14 +52,10 @@ def measure(shape: dict, batch: int, prompt_len: int, new_tokens: int, repeats: 
         hf.save_pretrained(folder)
         model = load_model(folder, dtype="float32")
     engine = Engine(model, tokenizer)
-    fast_engine = Engine(model, tokenizer, fast=True, compile=False)
     prompts = torch.randint(0, shape["vocab_size"], (batch, prompt_len))
 
-    def ours(n, engine=engine):
+    def ours(n):
         return lambda: engine.generate(prompts.tolist(), SamplingParams(max_new_tokens=n, stop_token_ids=[]))
-
-    def ours_fast(n):
-        return ours(n, fast_engine)
 
     def theirs(n):
         return lambda: hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n,
@@ -70,8 +63,7 @@ def measure(shape: dict, batch: int, prompt_len: int, new_tokens: int, repeats: 
 
     row = {}
     with torch.inference_mode():
-        systems = (("zhcoder", ours), ("transformers", theirs)) + ((("zhcoder_fast", ours_fast),) if fast else ())
-        for name, run in systems:
+        for name, run in (("zhcoder", ours), ("transformers", theirs)):
             prefill = best_time(run(1), repeats)
             full = best_time(run(new_tokens), repeats)
             row[name] = {
@@ -90,7 +82,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/decode_cpu.json"))
-    parser.add_argument("--fast", action="store_true", help="also time the engine's fast path (eager on CPU)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -103,15 +94,11 @@ def main() -> None:
     print(header + "\n|" + "---|" * 8)
     for name, shape in SHAPES.items():
         for batch in args.batches:
-            r = measure(shape, batch, args.prompt_len, args.new_tokens, args.repeats, tokenizer, args.fast)
+            r = measure(shape, batch, args.prompt_len, args.new_tokens, args.repeats, tokenizer)
             results.append({"shape": name, "batch": batch, **r})
             z, t = r["zhcoder"], r["transformers"]
-            extra = ""
-            if args.fast:
-                f = r["zhcoder_fast"]
-                extra = f" fast path: prefill {f['prefill_tok_s']:.0f}, decode {f['decode_tok_s']:.1f} tok/s"
             print(f"| {name} | {batch} | {z['prefill_tok_s']:.0f} | {t['prefill_tok_s']:.0f} | {r['prefill_ratio']:.2f}x"
-                  f" | {z['decode_tok_s']:.1f} | {t['decode_tok_s']:.1f} | {r['decode_ratio']:.2f}x |{extra}", flush=True)
+                  f" | {z['decode_tok_s']:.1f} | {t['decode_tok_s']:.1f} | {r['decode_ratio']:.2f}x |", flush=True)
     meta = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "dtype": "float32"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

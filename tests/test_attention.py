@@ -118,12 +118,14 @@ def test_kv_cache_decoding_with_the_bias_equals_recomputation(family):
     prompt = torch.tensor([Tokenizer.qwen().encode(CODE)])
     with torch.no_grad():
         cache = KVCache(model.config, 1, prompt.shape[1] + 12, torch.float32)
-        logits = model(prompt, kv_cache=cache, start_pos=0, last_only=True)
+        cache.window = prompt.shape[1]                     # the keys a step attends to: those written so far
+        logits = model(prompt, kv_cache=cache, cache_position=torch.arange(prompt.shape[1])[None], last_only=True)
         sequence = prompt
         for step in range(12):
             token = logits[:, -1].argmax(-1, keepdim=True)
             full = model(torch.cat([sequence, token], 1))[:, -1]
-            logits = model(token, kv_cache=cache, start_pos=sequence.shape[1])
+            cache.window = sequence.shape[1] + 1
+            logits = model(token, kv_cache=cache, cache_position=torch.tensor([[sequence.shape[1]]]))
             sequence = torch.cat([sequence, token], 1)
             torch.testing.assert_close(logits[:, -1], full, atol=2e-5, rtol=1e-5)
 

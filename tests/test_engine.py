@@ -69,11 +69,12 @@ class ScriptedModel(QwenForCausalLM):
         self.script = script
         self.lm_head = torch.nn.Identity()
 
-    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,
-                      last_only=False):
+    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, cache_position=None,
+                      last_only=False, call_layer=None):
         B, T = input_ids.shape
-        step = 0 if start_pos == 0 else start_pos - self.prompt_len + 1
-        if start_pos == 0:
+        first = int(cache_position[0, 0])
+        step = 0 if first == 0 else first - self.prompt_len + 1
+        if first == 0:
             self.prompt_len = T
         logits = torch.full((B, 1, self.config.vocab_size), -10.0)
         logits[:, :, self.script[min(step, len(self.script) - 1)]] = 10.0

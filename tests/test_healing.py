@@ -1,6 +1,6 @@
 """Token healing (zhcoder/healing.py) on the embedded zhcoder-nano, whose vocabulary, like Qwen's, holds "):\\n" as one
-token: the engine's healed completions (plain and fast path, batched, the server's scheduler on both paths, the
-OpenAI API, the CLI's default) equal healing done from its definition, a scan of the whole vocabulary."""
+token: the engine's healed completions (alone, batched, the server's scheduler, the OpenAI API, the CLI's
+default) equal healing done from its definition, a scan of the whole vocabulary."""
 
 import bisect
 import time
@@ -67,10 +67,9 @@ def test_the_tokens_that_extend_a_tail_are_those_that_start_with_it(nano):
     assert bisect.bisect_left(healer.keys, b"") == 0 and healer.keys == sorted(healer.keys)
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_healed_completions_equal_the_definition_alone_and_batched(nano, fast):
+def test_healed_completions_equal_the_definition_alone_and_batched(nano):
     model, tokenizer = nano
-    engine = Engine(model, tokenizer, fast=fast, compile=False)
+    engine = Engine(model, tokenizer)
     params = SamplingParams(max_new_tokens=NEW, token_healing=True)
     expected = [reference(model, tokenizer, prompt) for prompt in PROMPTS]
     for prompt, (ids, text) in zip(PROMPTS, expected):
@@ -99,12 +98,11 @@ def test_a_healed_function_prompt_goes_on_to_its_body(nano):
             tokenizer.encode(prompt)[:-1]
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_the_servers_scheduler_heals_as_the_engine_does(nano, fast):
+def test_the_servers_scheduler_heals_as_the_engine_does(nano):
     import threading
 
     model, tokenizer = nano
-    engine = Engine(model, tokenizer, fast=fast, compile=False)
+    engine = Engine(model, tokenizer)
     scheduler = Scheduler(engine, max_batch=4, max_len=256)
     scheduler.start()
     results, done = {}, threading.Event()
@@ -129,8 +127,7 @@ def test_the_servers_scheduler_heals_as_the_engine_does(nano, fast):
         assert (results[i].token_ids, results[i].text) == (ids, text), prompt
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_a_first_token_that_respells_the_prompt_is_no_stop(nano, fast):
+def test_a_first_token_that_respells_the_prompt_is_no_stop(nano):
     """A prompt ending in a newline, with the newline token among the stop ids (a stop-at-end-of-line setup): the
     healed first token often is that very newline again, which must not end the completion at once."""
     model, tokenizer = nano
@@ -141,7 +138,7 @@ def test_a_first_token_that_respells_the_prompt_is_no_stop(nano, fast):
     later = next(i for i, t in enumerate(ids) if i > 0 and (t == newline or t in tokenizer.stop_token_ids))
     params = SamplingParams(max_new_tokens=NEW, token_healing=True,
                             stop_token_ids=[newline, *tokenizer.stop_token_ids])
-    engine = Engine(model, tokenizer, fast=fast, compile=False)
+    engine = Engine(model, tokenizer)
     completion = engine.generate([prompt], params)[0]
     expected = b"".join(tokenizer.token_bytes(t) for t in ids[:later])[1:].decode("utf-8", errors="replace")
     assert (completion.token_ids, completion.text, completion.finish_reason) == (ids[:later + 1], expected, "stop")

@@ -128,37 +128,30 @@ def _flex_with_key_bias(attend, q, k, v, block_mask, bias: torch.Tensor, key_cla
 
 
 class LayerCache:
-    """One layer's cached keys and values, (batch, kv_heads, max_len, head_dim) each (views into a KVCache or the
-    server's SlotCache), and how a step writes them.
+    """One layer's cached keys and values, (batch, kv_heads, max_len, head_dim) each (views into a KVCache), and how
+    a step writes them: the step's tokens of rows 0..n-1 go to their cache positions (an indexed write, the same for
+    a prefill chunk and a decode step) and the first `length` positions of those rows are returned. No shape
+    depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position (the mask
+    hides what a row has not written). It holds only tensors and an int, the same for every layer, so a compiled
+    step traces one layer and reuses it for the rest (`hidden_states`' call_layer)."""
 
-    `start` an int: the step's T tokens go to positions start..start+T-1 of every row, and the keys up to there are
-    returned (prefill, the plain decode loop). `start` a (n,) tensor: one token for each of rows 0..n-1 goes to that
-    row's own position (an indexed write) and the first `length` positions of those rows are returned: no shape
-    depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position (the engine's
-    fast path; the attention mask hides what each row has not written). It holds only tensors and an int, the same
-    for every layer, so a compiled step traces one layer and reuses it for the rest (`hidden_states`)."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
         self.keys, self.values, self.length = keys, values, length
 
-    def update(self, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.keys, self.values
-        if isinstance(start, torch.Tensor):
-            n = k.shape[0]
-            rows = torch.arange(n, device=keys.device)  # index_put_, not scatter_: inductor writes it in place,
-            keys[rows, :, start] = k[:, :, 0]           # where a scatter_ copied the whole cache twice per layer
-            values[rows, :, start] = v[:, :, 0]         # and step
-            return keys[:n, :, :self.length], values[:n, :, :self.length]
-        end = start + k.shape[2]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        return keys[:, :, :end], values[:, :, :end]
+    def update(self, cache_position: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """cache_position (n, T): where each of the step's tokens goes; k, v (n, kv_heads, T, head_dim)."""
+        n = k.shape[0]
+        rows = torch.arange(n, device=k.device)[:, None]  # index_put_, not scatter_: inductor writes it in place,
+        self.keys[rows, :, cache_position] = k.transpose(1, 2)      # where a scatter_ copied the whole cache
+        self.values[rows, :, cache_position] = v.transpose(1, 2)    # twice per layer and step
+        return self.keys[:n, :, :self.length], self.values[:n, :, :self.length]
 
 
 class KVCache:
     """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each; with the
     code-aware bias also the token class of every cached key, (batch, max_len). `layer(i)` is what layer i writes
-    (LayerCache); a tensor-positioned step attends to the first `window` positions (a fixed size: a static shape)."""
+    (LayerCache); a step attends to the first `window` positions, which its caller sets (a prefill chunk: up to its
+    end; a decode step: a fixed size when compiled, a static shape)."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
@@ -184,15 +177,11 @@ class KVCache:
     def layer(self, i: int) -> LayerCache:
         return LayerCache(self.keys[i], self.values[i], self.window)
 
-    def update_classes(self, start, classes: torch.Tensor) -> torch.Tensor:
-        """Record the token classes of this step's keys (code-aware bias); the classes of every cached key."""
-        if isinstance(start, torch.Tensor):
-            n = classes.shape[0]
-            self.key_classes[torch.arange(n, device=classes.device), start] = classes[:, 0]
-            return self.key_classes[:n, :self.window]
-        end = start + classes.shape[1]
-        self.key_classes[:, start:end] = classes
-        return self.key_classes[:, :end]
+    def update_classes(self, cache_position: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Record the token classes of this step's keys (code-aware bias); the classes of the first `window`."""
+        n = classes.shape[0]
+        self.key_classes[torch.arange(n, device=classes.device)[:, None], cache_position] = classes
+        return self.key_classes[:n, :self.window]
 
 
 class Attention(nn.Module):
@@ -235,8 +224,8 @@ class Attention(nn.Module):
         y = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)  # (B, kv_heads, groups, D)
         return y.reshape(B, 1, H * D)
 
-    def forward(self, x, cos, sin, mask=None, kv_cache: LayerCache | None = None, start_pos: int = 0,
-                key_classes: torch.Tensor | None = None):
+    def forward(self, x, cos, sin, mask=None, kv_cache: LayerCache | None = None,
+                cache_position: torch.Tensor | None = None, key_classes: torch.Tensor | None = None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -248,8 +237,8 @@ class Attention(nn.Module):
         k = apply_rope(k.transpose(1, 2), cos, sin)
         v = v.transpose(1, 2)
         if kv_cache is not None:
-            k, v = kv_cache.update(start_pos, k, v)
-            if T == 1 and isinstance(start_pos, torch.Tensor):                  # a decode step
+            k, v = kv_cache.update(cache_position, k, v)
+            if T == 1:                                                           # a decode step
                 return self.o_proj(self._single_query_attention(q, k, v, mask, key_classes).reshape(B, T, -1))
         gqa = self.num_heads != self.num_kv_heads
         if BlockMask is not None and isinstance(mask, BlockMask):
@@ -322,8 +311,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask=None, kv_cache=None, start_pos=0, key_classes=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, start_pos, key_classes)
+    def forward(self, x, cos, sin, mask=None, kv_cache=None, cache_position=None, key_classes=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, cache_position, key_classes)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -364,7 +353,7 @@ class QwenForCausalLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-        start_pos: int = 0,
+        cache_position: torch.Tensor | None = None,
         last_only: bool = False,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -373,12 +362,13 @@ class QwenForCausalLM(nn.Module):
         already shifted: labels[t] is the target of position t), computed in chunks so that the (tokens x vocab)
         logits are never all alive at once (the caller divides by its token count).
 
-        position_ids: (B, T), default start_pos..start_pos+T-1. attention_mask: optional boolean
+        position_ids: (B, T), default 0..T-1 (with a cache: `cache_position`). attention_mask: optional boolean
         (B, 1, T, keys) mask, True where a query may attend (needed for padded batches and packed documents,
         see `document_causal_mask`), or a FlexAttention BlockMask (`document_block_mask`, GPU training);
-        without it attention is causal. kv_cache/start_pos: write this step's keys and values at start_pos and attend to all before.
+        without it attention is causal. kv_cache / cache_position (B, T): write this step's keys and values at those
+        positions of the cache and attend to its first `kv_cache.window` positions.
         """
-        hidden = self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, start_pos, last_only)
+        hidden = self.hidden_states(input_ids, position_ids, attention_mask, kv_cache, cache_position, last_only)
         if labels is None:
             return self.lm_head(hidden)
         if not isinstance(self.lm_head, nn.Linear):         # a quantized head (zhcoder.quant): its own forward
@@ -386,46 +376,33 @@ class QwenForCausalLM(nn.Module):
             return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
         return chunked_cross_entropy(hidden, self.lm_head.weight, labels)
 
-    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, start_pos=0,
-                      last_only=False) -> torch.Tensor:
-        """The final normed hidden states (B, T or 1, hidden): `forward` without the language-model head."""
+    def hidden_states(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None, cache_position=None,
+                      last_only=False, call_layer=None) -> torch.Tensor:
+        """The final normed hidden states (B, T or 1, hidden): `forward` without the language-model head.
+        call_layer(layer, *inputs), if given, runs each decoder layer (the engine's compiled step passes a nested
+        compile region, so the layer is traced once for all layers)."""
         B, T = input_ids.shape
         if position_ids is None:
-            position_ids = torch.arange(start_pos, start_pos + T, device=input_ids.device).expand(B, T)
+            position_ids = cache_position if cache_position is not None else \
+                torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids)
         cos, sin = self.model.rotary_emb(position_ids, x.dtype)
         key_classes = None
         if self.config.code_aware_attention:
             key_classes = self.model.code_token_class[input_ids].long()
             if kv_cache is not None:
-                key_classes = kv_cache.update_classes(start_pos, key_classes)
+                key_classes = kv_cache.update_classes(cache_position, key_classes)
         for i, layer in enumerate(self.model.layers):
-            cache = kv_cache.layer(i) if kv_cache is not None else None
+            inputs = (x, cos, sin, attention_mask, kv_cache.layer(i) if kv_cache is not None else None,
+                      cache_position, key_classes)
             if self.gradient_checkpointing and self.training:
                 context = _keep_matmuls if self.gradient_checkpointing == "selective" else _no_context
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attention_mask, cache, start_pos,
-                                                      key_classes, use_reentrant=False, context_fn=context)
-            elif isinstance(start_pos, torch.Tensor) and REUSE_DECODE_LAYER:  # a decode step (compiled on CUDA)
-                x = _decode_layer(layer, x, cos, sin, attention_mask, cache, start_pos, key_classes)
+                x = torch.utils.checkpoint.checkpoint(layer, *inputs, use_reentrant=False, context_fn=context)
             else:
-                x = layer(x, cos, sin, attention_mask, cache, start_pos, key_classes)
+                x = call_layer(layer, *inputs) if call_layer is not None else layer(*inputs)
         if last_only:
             x = x[:, -1:]
         return self.model.norm(x)
-
-
-# Under torch.compile (torch >= 2.8), a decode step traces and lowers the decoder layer once and reuses it for every
-# layer (a nested compile region) instead of compiling 36 copies: on CPU, a 36-layer step's first compile 134 s -> 46 s.
-# False: one graph of all layers (cross-layer fusion; benchmarks/gpu_suite.py's "zhcoder whole graph" compares).
-REUSE_DECODE_LAYER = hasattr(torch.compiler, "nested_compile_region")
-
-
-def _decode_layer(layer, *args):
-    return layer(*args)
-
-
-if REUSE_DECODE_LAYER:
-    _decode_layer = torch.compiler.nested_compile_region(_decode_layer)
 
 
 def _no_context():

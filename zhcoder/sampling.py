@@ -1,45 +1,62 @@
-"""Sampling: next-token logits to token ids, as transformers orders it (repetition penalty, temperature, top-k,
-top-p, min-p).
+"""Sampling: next-token logits to token ids, on the device, each row with its own settings.
 
-- `sample`: the plain decode path's, one SamplingParams for the batch, a torch.Generator for seeded draws.
-- `sample_rows`: the fast path's, on the device without a host sync (a CUDA graph replays it): each row of a
-  DecodeState with its own settings, a categorical draw by the Gumbel-max trick over counter-based hash noise
-  (`gumbel_noise`, seeded per row by `row_seed`), what to compute fixed per compiled graph by a `SampleMode`.
+One sampler serves every caller (`Engine.generate`, the server's scheduler; eager on CPU, inside a CUDA graph on
+GPU): `sample_rows` reads the per-row settings of a decode state (zhcoder.engine.DecodeState) and never syncs with
+the host. Order: logit bias, repetition penalty (transformers' formula, over prompt and output), frequency and
+presence penalties (OpenAI's, over the output), then temperature, top-k, top-p, min-p as transformers orders them;
+a categorical draw by the Gumbel-max trick over counter-based hash noise (`gumbel_noise`, seeded per row by
+`row_seed`). What a compiled step computes is fixed by a `SampleMode` (Python flags).
 
-    python -m pytest tests/test_fast_decode.py tests/test_engine.py
+    python -m pytest tests/test_sampling.py tests/test_engine.py
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
-if TYPE_CHECKING:
-    from .engine import DecodeState, SamplingParams
-
 M32 = 0xFFFFFFFF
-TOP_LOGPROBS = 20            # alternatives the fast path can report per token (the OpenAI API's maximum)
+TOP_LOGPROBS = 20            # alternatives reported per token at most (the OpenAI API's maximum)
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, vocab) fp32 logits -> (B,) token ids."""
-    if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative <= 1 - params.top_p
-        remove[:, -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-    if params.min_p > 0:
-        probs = logits.softmax(dim=-1)
-        logits = logits.masked_fill(probs < params.min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # transformers': divides positive logits of seen tokens (prompt and output)
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times the token's count in the output so far
+    presence_penalty: float = 0.0  # OpenAI's: minus this once a token is in the output
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)  # stop strings: the text ends just before the first one
+    stop_token_ids: list[int] | None = None  # None: the tokenizer's end-of-text / end-of-turn tokens
+    token_healing: bool = False  # back up over the prompt's last token; the first token must start with it (healing.py)
+
+    def __post_init__(self):
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias values must be in [-100, 100]"),
+            (all(self.stop), "stop strings must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def seed_or_random(self) -> int:
+        """The seed, or a fresh random one (drawn from torch's global generator, so torch.manual_seed fixes it)."""
+        return self.seed if self.seed is not None else int(torch.randint(0, 2**62, ()))
 
 
 def _mix32_int(x: int) -> int:
@@ -57,8 +74,8 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
     return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & M32
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """`_mix32_int` over an int64 tensor of 32-bit values, on any device, compiled or not."""
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 over an int64 tensor of 32-bit values, on any device, compiled or not."""
     x = x & M32
     x = x ^ (x >> 16)
     x = _mul32(x, 0x7FEB352D)
@@ -76,9 +93,9 @@ def row_seed(seed: int, row: int = 0) -> int:
 def gumbel_noise(seed: torch.Tensor, counter: torch.Tensor, vocab: int) -> torch.Tensor:
     """(rows, vocab) fp32 Gumbel(0, 1) noise from a counter-based hash of (row key, token counter, token id): no
     generator state, no host sync, the same random bits on every device, eager or inside a CUDA graph."""
-    key = _mix32(seed ^ _mix32(counter))[:, None]
+    key = mix32(seed ^ mix32(counter))[:, None]
     ids = torch.arange(vocab, device=seed.device)[None, :]
-    x = _mix32(_mix32(ids + key) ^ _mix32(key ^ 0x5BD1E995))
+    x = mix32(mix32(ids + key) ^ mix32(key ^ 0x5BD1E995))
     uniform = ((x >> 8).float() + 0.5) * (1.0 / 2**24)                    # in (0, 1), 24 random bits
     return -torch.log(-torch.log(uniform))
 
@@ -86,12 +103,15 @@ def gumbel_noise(seed: torch.Tensor, counter: torch.Tensor, vocab: int) -> torch
 class SampleMode(NamedTuple):
     """What a decode step computes, fixed per compiled graph (Python flags, never tensor values): `sample` (some
     row has temperature > 0; else pure argmax), `filters` (some row uses top-k / top-p / min-p), `penalty` (some
-    row has a repetition penalty), `logprobs` (report each token's logprob and its top alternatives), `logits`
-    (return the step's logits, for tests and hooks)."""
+    row has a repetition penalty), `frequency` (some row has a frequency or presence penalty), `bias` (some row
+    has a logit bias), `logprobs` (report each token's logprob and its top alternatives), `logits` (return the
+    step's logits, for tests and hooks)."""
 
     sample: bool = False
     filters: bool = False
     penalty: bool = False
+    frequency: bool = False
+    bias: bool = False
     logprobs: bool = False
     logits: bool = False
 
@@ -100,12 +120,17 @@ class SampleMode(NamedTuple):
         sampled = [p for p in params if p.temperature > 0]
         return cls(sample=bool(sampled),
                    filters=any(p.top_k > 0 or p.top_p < 1 or p.min_p > 0 for p in sampled),
-                   penalty=any(p.repetition_penalty != 1.0 for p in params), logprobs=logprobs, logits=logits)
+                   penalty=any(p.repetition_penalty != 1.0 for p in params),
+                   frequency=any(p.frequency_penalty or p.presence_penalty for p in params),
+                   bias=any(p.logit_bias for p in params), logprobs=logprobs, logits=logits)
+
+    def __or__(self, other: "SampleMode") -> "SampleMode":
+        return SampleMode(*(a or b for a, b in zip(self, other)))
 
 
-def _filter(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
-    """top-k, then top-p, then min-p with per-row settings (0 / 1.0 / 0 = off), as `sample` does them, over one
-    ascending sort: top-k's cut is the k-th largest value, top-p's cumulative sum runs over the same order."""
+def top_filters(logits: torch.Tensor, state) -> torch.Tensor:
+    """top-k, then top-p, then min-p with per-row settings (0 / 1.0 / 0 = off), as transformers' warpers do them,
+    over one ascending sort: top-k's cut is the k-th largest value, top-p's cumulative sum runs over the same order."""
     vocab = logits.shape[-1]
     ordered, order = torch.sort(logits, dim=-1)
     k = torch.where(state.top_k > 0, state.top_k.clamp(max=vocab), vocab)
@@ -120,25 +145,36 @@ def _filter(logits: torch.Tensor, state: DecodeState) -> torch.Tensor:
     return torch.empty_like(logits).scatter_(1, order, ordered)
 
 
-def sample_rows(logits: torch.Tensor, state: DecodeState, mode: SampleMode) -> torch.Tensor:
-    """The fast path's `sample`: (rows, vocab) fp32 logits -> (rows,) tokens, written to `state.tokens`, with each
-    row's own settings, on the device, no host sync. Repetition penalty, temperature, top-k, top-p, min-p as
-    transformers orders them; a categorical draw by the Gumbel-max trick over `gumbel_noise` (seeded per row)."""
+def penalised(logits: torch.Tensor, state, mode: SampleMode) -> torch.Tensor:
+    """The logits after each row's logit bias, repetition penalty and frequency / presence penalties."""
+    if mode.bias:
+        logits = logits + state.bias
     if mode.penalty:
         penalty = state.penalty[:, None]
-        penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-        logits = torch.where(state.seen, penalised, logits)
+        logits = torch.where(state.seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+    if mode.frequency:
+        logits = logits - state.counts * state.frequency[:, None] - (state.counts > 0) * state.presence[:, None]
+    return logits
+
+
+def sample_rows(logits: torch.Tensor, state, mode: SampleMode) -> torch.Tensor:
+    """(rows, vocab) fp32 logits -> (rows,) tokens, written to `state.tokens`, with each row's own settings, on the
+    device, no host sync; updates what the penalties count and, with `mode.logprobs`, each token's logprob and its
+    top alternatives (of the penalised logits, before temperature, as OpenAI's API reports them)."""
+    logits = penalised(logits, state, mode)
     tokens = logits.argmax(dim=-1)
     if mode.sample:
         hot = state.temperature > 0
         scaled = logits / torch.where(hot, state.temperature, 1.0)[:, None]
         if mode.filters:
-            scaled = _filter(scaled, state)
+            scaled = top_filters(scaled, state)
         drawn = (scaled + gumbel_noise(state.seed, state.counter, logits.shape[-1])).argmax(dim=-1)
         tokens = torch.where(hot, drawn, tokens)
     if mode.penalty:
         state.seen.scatter_(1, tokens[:, None], True)
-    if mode.logprobs:          # of the penalised logits, before temperature (as the server reports them)
+    if mode.frequency:
+        state.counts.scatter_add_(1, tokens[:, None], state.active.float()[:, None])
+    if mode.logprobs:
         log_probs = torch.log_softmax(logits, dim=-1)
         state.logprob.copy_(log_probs.gather(1, tokens[:, None])[:, 0])
         top = torch.topk(log_probs, TOP_LOGPROBS, dim=-1)

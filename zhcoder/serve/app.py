@@ -564,16 +564,16 @@ async def started(events):
 
 def build(model_dir: str, *, model_name: str | None = None, api_key: str | None = None, max_batch: int = 16,
           queue_size: int = 64, max_model_len: int | None = 4096, max_tokens_cap: int = 4096,
-          max_body_bytes: int = 4 * 2**20, dtype: str = "auto", device: str = "cpu", fast: bool | None = None,
+          max_body_bytes: int = 4 * 2**20, dtype: str = "auto", device: str = "cpu",
           compile: bool | None = None, warmup: bool = False, quantize: str | None = None) -> tuple[FastAPI, Scheduler]:
-    """Load a checkpoint; the app and its scheduler (started and stopped with the app's lifespan). fast/compile:
-    the engine's decode path (default: fast and compiled on CUDA); warmup: compile before the first request;
+    """Load a checkpoint; the app and its scheduler (started and stopped with the app's lifespan). compile: the
+    engine's decode step (default: compiled on CUDA); warmup: compile before the first request;
     quantize: "int8" or "int4" weight-only linear layers."""
     from pathlib import Path
 
     from zhcoder.engine import Engine
 
-    engine = Engine.from_dir(model_dir, dtype=dtype, device=device, quantize=quantize, fast=fast, compile=compile)
+    engine = Engine.from_dir(model_dir, dtype=dtype, device=device, quantize=quantize, compile=compile)
     scheduler = Scheduler(engine, max_batch=max_batch, queue_size=queue_size, max_len=max_model_len)
     server = Server(scheduler, model_name or Path(model_dir).resolve().name, api_key=api_key,
                     max_tokens_cap=max_tokens_cap)
