@@ -59,7 +59,7 @@ def test_unknown_keys_ignored_and_v5_moe_names_read():
     (base(rope_scaling={"rope_type": "longrope", "factor": 2.0}), "unsupported rope type 'longrope'"),
     (base(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}), "unsupported rope type"),
     (base(num_attention_heads=3), "multiple of num_key_value_heads"),
-    ({"model_type": "qwen3", "hidden_size": 8}, "config.json lacks"),
+    ({"model_type": "qwen3", "hidden_size": 8}, "missing num_hidden_layers"),
     (base(model_type="qwen3_moe"), "num_experts"),
 ])
 def test_unsupported_configs_are_refused_clearly(bad, message):
@@ -70,3 +70,19 @@ def test_unsupported_configs_are_refused_clearly(bad, message):
 def test_unknown_preset_lists_choices():
     with pytest.raises(ConfigError, match="qwen3-0.6b"):
         preset("qwen4-1b")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"model_type": "qwen3",', " is not valid JSON: Expecting property name enclosed in double quotes: "
+                                "line 1 column 24 (char 23)"),
+    ('{"model_type": "qwen3"}', ": missing hidden_size, num_hidden_layers, num_attention_heads, vocab_size, "
+                                "intermediate_size"),
+])
+def test_a_bad_config_json_is_named_once_in_its_error(tmp_path, text, problem):
+    """`zhcoder info DIR` (or any command loading DIR) says what is wrong with DIR/config.json, naming it once."""
+    from zhcoder.checkpoint import CheckpointError, load_config
+
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError) as error:
+        load_config(tmp_path)
+    assert str(error.value) == f"{tmp_path / 'config.json'}{problem}"

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from test_attention import SHAPES, tiny
 from zhcoder.chat import builtin_template
-from zhcoder.checkpoint import load_model, save_model
+from zhcoder.checkpoint import EMBEDDED_MODEL, load_model, save_model
 from zhcoder.code_bias import enable_code_aware_attention
 from zhcoder.config import ModelConfig
 from zhcoder.model import QwenForCausalLM
@@ -171,6 +171,15 @@ def test_special_tokens_and_chat_template(exported):
     assert field(reader, "tokenizer.ggml.eos_token_id") == EOS[family]     # as generation_config.json says
     assert field(reader, "tokenizer.ggml.padding_token_id") == 151643
     assert field(reader, "tokenizer.chat_template") == builtin_template(TEMPLATE[family])
+
+
+def test_the_embedded_model_exports_with_its_chat_template(tmp_path):
+    """zhcoder-nano's GGUF carries the chat template its SFT rendered conversations with, so llama.cpp and Ollama
+    chat with it as zhcoder does."""
+    out = export_gguf(EMBEDDED_MODEL, tmp_path / "nano.gguf", dtype="q8_0")
+    reader = read_gguf(out)
+    assert field(reader, "tokenizer.chat_template") == builtin_template("qwen3")
+    assert field(reader, "tokenizer.ggml.eos_token_id") == Tokenizer.from_dir(EMBEDDED_MODEL).eos_token_id
 
 
 def test_tokenizer_metadata_is_qwens_vocabulary(exports):

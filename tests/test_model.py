@@ -96,6 +96,27 @@ def test_sharded_save_and_load(tmp_path):
         assert (peer(ids).logits - ours(ids)).abs().max().item() <= 1e-4
 
 
+def test_saved_weights_are_as_readable_as_the_files_beside_them(tmp_path):
+    """safetensors writes 0600; a saved checkpoint's weights, single or sharded, get the umask's mode like its JSON
+    files, so another user (a server account, a shared model folder) can read the whole checkpoint."""
+    import os
+    import stat
+
+    hf_model("qwen3_moe", seed=5).save_pretrained(tmp_path / "hf")
+    model = load_model(tmp_path / "hf", dtype="float32")
+    for umask in (0o022, 0o027):
+        previous = os.umask(umask)
+        try:
+            for name, shard_bytes in (("single", 5 * 2**30), ("sharded", 200_000)):
+                folder = save_model(model, tmp_path / f"{name}-{umask:o}", max_shard_bytes=shard_bytes)
+                modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+                assert set(modes.values()) == {0o666 & ~umask}, modes
+                assert "config.json" in modes and sum(n.endswith(".safetensors") for n in modes) == (
+                    1 if name == "single" else len(modes) - 3)            # the shards beside config, generation, index
+        finally:
+            os.umask(previous)
+
+
 def test_bad_checkpoints_are_refused_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nowhere")

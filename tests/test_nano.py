@@ -4,17 +4,20 @@ completion of a function prompt parses."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from zhcoder.chat import builtin_template, render_chat
 from zhcoder.checkpoint import EMBEDDED_MODEL, load_model
 from zhcoder.tokenizer import Tokenizer
 
@@ -82,6 +85,10 @@ def test_an_installed_wheel_carries_the_embedded_model(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "wheel", source], check=True, timeout=300)
     wheel = next((tmp_path / "wheel").glob("zhcoder-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:         # `pip install 'zhcoder[all]'` installs every other user extra
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    [everything] = re.findall(r'^Requires-Dist: zhcoder\[([^\]]+)\]; extra == "all"$', metadata, re.M)
+    assert set(everything.split(",")) == set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M)) - {"all", "test"}
     subprocess.run([*pip, "install", "--no-deps", "--ignore-installed", "--prefix", tmp_path / "prefix", wheel],
                    check=True, timeout=300)                 # into the empty prefix, whatever else is installed
     site = next((tmp_path / "prefix").glob("lib/python*/site-packages"))
@@ -130,6 +137,12 @@ def test_transformers_loads_it_with_the_same_logits_and_tokens():
     ours_tokenizer = Tokenizer.from_dir(EMBEDDED_MODEL)
     ids = ours_tokenizer.encode(text)
     assert peer_tokenizer(text)["input_ids"] == ids
+    # its chat template is the one its SFT data was rendered with (recipes/nano/build_corpus.py: qwen3), and
+    # transformers renders a conversation with it as zhcoder does
+    assert ours_tokenizer.chat_template == builtin_template("qwen3")
+    messages = [{"role": "user", "content": "写一个加法函数"}]
+    assert peer_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        render_chat(messages, template=ours_tokenizer.chat_template)
     peer = transformers.AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL, dtype=torch.float32).eval()
     ours = load_model(EMBEDDED_MODEL, dtype="float32")
     with torch.no_grad():
@@ -161,50 +174,6 @@ def recipe(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_the_device_call_packs_an_arm_and_it_unpacks_to_the_same_checkpoint(tmp_path, monkeypatch):
-    """pack.py (there) -> pieces -> pack.py --unpack (here): the bf16 weights bit for bit, the code-aware class
-    buffer (uint8) as it was, the config and the runs' metrics; the pieces smaller than the device tool's files."""
-    from safetensors.torch import load_file
-
-    from zhcoder.checkpoint import save_model
-    from zhcoder.code_bias import enable_code_aware_attention
-    from zhcoder.config import ModelConfig
-    from zhcoder.model import QwenForCausalLM, init_weights
-
-    tokenizer = Tokenizer.from_dir(EMBEDDED_MODEL)
-    model = QwenForCausalLM(ModelConfig(vocab_size=16512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                                        tie_word_embeddings=True))
-    init_weights(model, std=0.02, seed=1)
-    enable_code_aware_attention(model, tokenizer)
-    runs = tmp_path / "runs" / "bias"
-    save_model(model, runs / "stage2" / "final", tokenizer=tokenizer)
-    for stage in ("stage1", "stage2"):
-        (runs / stage).mkdir(exist_ok=True)
-        (runs / stage / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 9.7}) + "\n")
-        (runs / stage / "config.json").write_text(json.dumps({"stage": stage}))
-    pack = recipe("pack")
-    monkeypatch.setattr(pack, "PIECE", 256 * 1024)
-    out = tmp_path / "out"
-    out.mkdir()
-    pack.pack(runs / "stage2" / "final", "bias", runs, out)
-    pieces = sorted(out.iterdir())
-    assert len(pieces) > 1 and all(piece.stat().st_size <= 256 * 1024 for piece in pieces)
-    folder = pack.unpack(out, "bias", tmp_path / "here")
-    original = load_file(runs / "stage2" / "final" / "model.safetensors")
-    unpacked = load_file(folder / "model.safetensors")
-    assert unpacked.keys() == original.keys()
-    for name, tensor in original.items():
-        expected = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
-        assert unpacked[name].dtype == expected.dtype and torch.equal(unpacked[name], expected), name
-    assert unpacked["model.code_token_class"].dtype == torch.uint8
-    assert json.loads((folder / "config.json").read_text())["code_aware_attention"] is True
-    assert (folder / "runs" / "stage1" / "metrics.jsonl").read_text() == (runs / "stage1" / "metrics.jsonl").read_text()
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
-                                                        "packed_from.txt", "runs"]
-    assert (folder / "packed_from.txt").read_text().strip() == str(runs / "stage2" / "final")   # which checkpoint
 
 
 def test_the_recipe_mines_chat_pairs_and_plain_completions():

@@ -17,6 +17,7 @@ from zhcoder.tokenizer import (
     QWEN_PATTERN,
     Tokenizer,
     build_qwen_tokenizer,
+    cache_path,
     read_quicktok_ranks,
 )
 
@@ -211,6 +212,7 @@ def test_from_dir_round_trip(tmp_path, qwen):
 
 def test_build_is_cached_and_survives_a_damaged_cache(cache_dir, qwen):
     (cache_file,) = (cache_dir / "zhcoder").glob("*.json")
+    assert cache_file == cache_path()                                # $XDG_CACHE_HOME/zhcoder
     assert build_qwen_tokenizer().to_str() == qwen.backend.to_str()  # read back from the cache
     cache_file.write_text('{"truncated": ', encoding="utf-8")
     assert build_qwen_tokenizer().to_str() == qwen.backend.to_str()  # rebuilt

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from zhcoder.eval.tokens import OPENAI, chinese_lines, openai_ranks, openai_tokenizer, tiktoken_file
+from zhcoder.eval.tokens import (DEFAULT_PRICES, OPENAI, chinese_lines, compare, costs, load_prices, markdown,
+                                 openai_ranks, openai_tokenizer, tiktoken_file)
 from zhcoder.tokenizer import Tokenizer
 
 tiktoken = pytest.importorskip("tiktoken")
@@ -74,7 +75,31 @@ def test_compare_counts_ratios_chinese_lines_and_costs(tmp_path):
     assert report["ratio"]["o200k"] == 1.0
     assert report["ratio"]["cl100k"] == round(report["total"]["cl100k"] / report["total"]["o200k"], 4)
     gpt4o = next(row for row in report["costs"] if row["model"] == "GPT-4o")
-    assert gpt4o["tokens"] == report["total"]["o200k"] and gpt4o["input_usd"] == round(gpt4o["tokens"] / 1e6 * 10, 6)
+    assert gpt4o["tokens"] == report["total"]["o200k"] and gpt4o["input_usd"] == round(gpt4o["tokens"] / 1e6 * 2.5, 6)
+    assert gpt4o["source"] == "https://developers.openai.com/api/docs/pricing" and gpt4o["stand_in"] is None
+    claude = next(row for row in report["costs"] if row["model"].startswith("Claude"))
+    assert claude["tokens"] == report["total"]["cl100k"]
+    assert claude["stand_in"] == "cl100k as a stand-in; Claude's tokenizer is not public"
     bad = subprocess.run([sys.executable, "-m", "zhcoder.cli", "tokens", "compare", tmp_path / "src",
                           "--tokenizers", "qwen,nonsense"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown tokenizer" in bad.stderr
+
+
+def test_each_price_says_where_and_when_it_was_read_and_a_stand_in_tokenizer_says_so(tmp_path):
+    """The table a user quotes carries each price's source and date, and marks cl100k standing in for Claude's
+    tokenizer; a price table of one's own is named as the source and its date as unverified."""
+    for row in DEFAULT_PRICES.values():
+        assert row["source"].startswith("https://") and re.fullmatch(r"\d{4}-\d\d-\d\d", row["read"])
+    (tmp_path / "code.py").write_text(SAMPLE, encoding="utf-8")
+    result = compare([str(tmp_path / "code.py")], ["o200k", "cl100k"])
+    table = markdown(result, costs(result, DEFAULT_PRICES))
+    claude = next(line for line in table.splitlines() if line.startswith("| Claude"))
+    assert "| cl100k (cl100k as a stand-in; Claude's tokenizer is not public) |" in claude
+    assert f"| {DEFAULT_PRICES['GPT-4o']['source']} ({DEFAULT_PRICES['GPT-4o']['read']}) |" in table
+    assert "| 2.5 / 10 |" in table
+
+    own = tmp_path / "prices.json"
+    own.write_text(json.dumps({"Mine": {"input": 1.0, "output": 4.0, "tokenizer": "o200k"}}))
+    [row] = costs(result, load_prices(str(own)))
+    assert (row["source"], row["read"], row["stand_in"]) == (f"--prices {own}", "unverified", None)
+    assert row["output_usd"] == round(result["total"]["o200k"] / 1e6 * 4.0, 6)

@@ -129,8 +129,8 @@ def load_config(path: str | Path) -> ModelConfig:
             raise CheckpointError(f"{directory} holds a LoRA adapter, not a model: merge it into its base first, "
                                   f"`zhcoder lora merge BASE {directory} OUT`, and use OUT") from None
         raise CheckpointError(f"no config.json in {directory}") from None
-    except ConfigError as e:
-        raise CheckpointError(f"{directory / 'config.json'}: {e}") from None
+    except ConfigError as e:                                        # it names the file
+        raise CheckpointError(str(e)) from None
 
 
 def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", device: str = "cpu") -> QwenForCausalLM:
@@ -213,16 +213,16 @@ def save_model(
         size += nbytes
     for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
         old.unlink(missing_ok=True)
-    if len(shards) == 1:
-        save_file(shards[0], directory / SINGLE_FILE, metadata={"format": "pt"})
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, 1):
-            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, directory / name, metadata={"format": "pt"})
-            weight_map.update({k: name for k in shard})
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    names = [SINGLE_FILE] if len(shards) == 1 else [f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                                                     for i in range(1, len(shards) + 1)]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name, shard in zip(names, shards):
+        save_file(shard, directory / name, metadata={"format": "pt"})
+        os.chmod(directory / name, 0o666 & ~umask)       # safetensors writes 0600; the rest follow the umask
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     _save_extras(directory, config, tokenizer, chat_template)
     return directory

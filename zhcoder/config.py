@@ -106,7 +106,7 @@ class ModelConfig:
         """Build from a HF config dict; unknown keys are ignored."""
         d = dict(d)
         if "model_type" not in d:
-            raise ConfigError("config.json has no 'model_type'")
+            raise ConfigError("no 'model_type'")
         if d.get("use_sliding_window"):
             raise ConfigError("use_sliding_window=true is not supported (no published Qwen checkpoint uses it)")
         # transformers v5 nests rope settings in rope_parameters (and names num_experts num_local_experts)
@@ -124,7 +124,7 @@ class ModelConfig:
         required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
         missing = [k for k in required if k not in kwargs]
         if missing:
-            raise ConfigError(f"config.json lacks {', '.join(missing)}")
+            raise ConfigError(f"missing {', '.join(missing)}")
         kwargs.setdefault("num_key_value_heads", kwargs["num_attention_heads"])
         if d["model_type"] == "qwen2":
             kwargs.setdefault("attention_bias", True)  # Qwen2 always has q/k/v bias; its config has no key for it
@@ -133,41 +133,19 @@ class ModelConfig:
     def to_hf_dict(self) -> dict:
         """The config.json transformers (v4 and v5) reads for this model."""
         architecture = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
-        d = {
-            "architectures": [architecture[self.model_type]],
-            "model_type": self.model_type,
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "max_position_embeddings": self.max_position_embeddings,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_scaling": self.rope_scaling,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "hidden_act": self.hidden_act,
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
-            "torch_dtype": self.torch_dtype,
-            "use_cache": True,
-            "use_sliding_window": False,
-        }
+        same = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+                "rope_scaling", "tie_word_embeddings", "hidden_act", "bos_token_id", "eos_token_id", "torch_dtype")
+        d = {"architectures": [architecture[self.model_type]], "model_type": self.model_type,
+             **{name: getattr(self, name) for name in same}, "use_cache": True, "use_sliding_window": False}
         if self.model_type != "qwen2":
             d["attention_bias"] = self.attention_bias
         if self.code_aware_attention:
             d["code_aware_attention"] = True
         if self.model_type == "qwen3_moe":
-            d.update(
-                num_experts=self.num_experts,
-                num_experts_per_tok=self.num_experts_per_tok,
-                moe_intermediate_size=self.moe_intermediate_size,
-                norm_topk_prob=self.norm_topk_prob,
-                decoder_sparse_step=self.decoder_sparse_step,
-                mlp_only_layers=list(self.mlp_only_layers),
-            )
+            d.update({name: getattr(self, name) for name in ("num_experts", "num_experts_per_tok",
+                      "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step")},
+                     mlp_only_layers=list(self.mlp_only_layers))
         return d
 
     @classmethod
@@ -178,10 +156,11 @@ class ModelConfig:
         if not path.exists():
             raise FileNotFoundError(f"no config.json at {path}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls.from_hf_dict(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_hf_dict(data)
+        except ConfigError as e:                                    # the file is named once, here
+            raise ConfigError(f"{path}: {e}") from None
 
     def save(self, directory: str | Path) -> None:
         Path(directory, "config.json").write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n", encoding="utf-8")

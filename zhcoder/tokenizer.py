@@ -157,7 +157,8 @@ def _byte_level_bpe_json(vocab: dict[str, int], merges: list[list[str]],
     return json.dumps(spec, ensure_ascii=False)
 
 
-def _cache_path(name: str = f"tokenizer-{BUILD_VERSION}") -> Path:
+def cache_path(name: str = f"tokenizer-{BUILD_VERSION}") -> Path:
+    """Where a built tokenizer.json named `name` is cached: $XDG_CACHE_HOME/zhcoder (default ~/.cache/zhcoder)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "zhcoder" / f"{name}.json"
 
@@ -177,7 +178,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def build_qwen_tokenizer() -> tokenizers.Tokenizer:
     """Qwen's tokenizer, built from the quicktok ranks once and then read from the user cache."""
-    return cached_tokenizer(_cache_path(), qwen_tokenizer_json)
+    return cached_tokenizer(cache_path(), qwen_tokenizer_json)
 
 
 def cached_tokenizer(path: Path, build) -> tokenizers.Tokenizer:

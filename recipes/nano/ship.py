@@ -4,11 +4,13 @@
         --ablation /tmp/nano/eval/ablation.md --hardware "one NVIDIA H200, torch 2.11" --out models/zhcoder-nano
 
 RUN is a train.py arm folder (stage1/ and stage2/, each with metrics.jsonl and config.json; stage2/final is the
-model unless --model names another, e.g. an SFT checkpoint that gpu_run.sh packed: then --sft-steps N). WORK is build_corpus.py's folder: pretrain/sources.json (sources, licenses, tokens), pretrain/stats.json
-and sft/stats.json feed the card's data section, and the tokenizer's efficiency is measured here against Qwen's
-and o200k on held-out code (CodeXGLUE's Java/C# test pairs and the HumanEval / HumanEval-zh prompts, all kept
-out of training by decontamination). OUT gets config.json, model.safetensors (bf16), tokenizer files,
-generation_config.json, eval.json (the scores) and README.md (the card).
+model unless --model names another, e.g. an SFT checkpoint that tools/nano_gpu_run.sh packed: then --sft-steps N).
+WORK is build_corpus.py's folder: pretrain/sources.json (sources, licenses, tokens), pretrain/stats.json and
+sft/stats.json feed the card's data section, and the tokenizer's efficiency is measured here against Qwen's and
+o200k on held-out code (CodeXGLUE's Java/C# test pairs and the HumanEval / HumanEval-zh prompts, all kept out of
+training by decontamination). OUT gets config.json, model.safetensors (bf16), tokenizer files (their chat template
+the one the SFT data was rendered with, sft/stats.json's), generation_config.json, eval.json (the scores) and
+README.md (the card).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from zhcoder.chat import builtin_template
 from zhcoder.checkpoint import load_model, save_model
 from zhcoder.eval.tasks import load_task
 from zhcoder.eval.tokens import compare
@@ -74,7 +77,7 @@ INTERIM_NOTE = {"cpu": """
 **Interim weights.** These were trained on two CPU cores with the smaller `cpu-*.toml` configs of the recipe
 (no GPU was lent to the sessions that built them), on {tokens:.1f} M pre-training tokens: enough to make every
 command work offline, far too little to write correct code. The GPU run of the recipe
-(`recipes/nano/gpu_run.sh`: the full-size model, both ablation arms) replaces them.
+(`tools/nano_gpu_run.sh`: the full-size model, both ablation arms) replaces them.
 """, "gpu": """
 **Interim weights.** These come from a GPU run of the recipe ({tokens:.1f} M pre-training tokens) but fail the parse
 smoke test of tests/test_nano.py (which expects that failure while this note stands). {reason}The next GPU run of
@@ -146,6 +149,8 @@ written for this model (`recipes/nano/sft_written.jsonl`, each checked by `check
 {sft_stats['by_format'].get('completion', {}).get('kept', 0):,} are plain prompt-completion rows of the same mined
 functions (signature + docstring -> body, signature -> docstring + body), so that plain completion does not take up
 the Markdown fences of the chat answers.
+Conversations were rendered with the `{sft_stats['template']}` chat template (ChatML), which tokenizer_config.json
+carries, and so does an exported GGUF.
 
 ## Tokenizer
 `zhcoder tokenizer train` (byte-level BPE, Qwen's pre-tokenizer and special tokens) on the corpus: 16,384 learned
@@ -157,7 +162,7 @@ and HumanEval-zh prompts), against Qwen's 151,643-token vocabulary:
 {eff_rows}
 
 ## Compute
-{hardware}. {"`python recipes/nano/train.py --cpu` (both arms at once, a core each; stage 1 `cpu-pretrain.toml`, stage 2 `cpu-sft.toml`)" if cpu else "`bash recipes/nano/gpu_run.sh` (`train.py --together`: both arms at once; stage 1 `pretrain.toml`, stage 2 `sft.toml`)"}:
+{hardware}. {"`python recipes/nano/train.py --cpu` (both arms at once, a core each; stage 1 `cpu-pretrain.toml`, stage 2 `cpu-sft.toml`)" if cpu else "`bash tools/nano_gpu_run.sh` (`train.py --together`: both arms at once; stage 1 `pretrain.toml`, stage 2 `sft.toml`)"}:
 
 | stage | steps | batch | tokens seen | seconds | tokens/s | MFU | train loss (last 20 steps) | validation loss |
 |---|---|---|---|---|---|---|---|---|
@@ -178,7 +183,7 @@ code-boundary tokens ({loss['boundary_tokens']:,} of {loss['tokens']:,}). HumanE
 strings cut most completions after a line or two).
 
 ## Ablation: the code-aware attention bias
-{ablation or "Not measured for this model: the ablation (same data, seed and steps with the bias on and off) is part of the GPU run, `recipes/nano/gpu_run.sh`."}
+{ablation or "Not measured for this model: the ablation (same data, seed and steps with the bias on and off) is part of the GPU run, `tools/nano_gpu_run.sh`."}
 
 ## Intended use and limits
 - Intended: the offline default of `zhcoder complete / fim / chat / serve / demo / eval`, tests, demos of the
@@ -203,14 +208,17 @@ def main() -> None:
     parser.add_argument("--interim-reason", help="with --interim: what the card says went wrong")
     parser.add_argument("--cpu", action="store_true", help="the weights come from `train.py --cpu` (cpu-*.toml)")
     parser.add_argument("--model", type=Path, help="the weights to ship (default RUN/stage2/final): an earlier SFT "
-                        "checkpoint, or gpu_run.sh's packed arm unpacked with tokenizer files beside it")
+                        "checkpoint, or nano_gpu_run.sh's packed arm unpacked with tokenizer files beside it")
     parser.add_argument("--sft-steps", type=int, help="the SFT step of --model: the card counts stage 2 up to it")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     final = args.model or args.run / "stage2" / "final"
     model = load_model(final, dtype="bfloat16")
     tokenizer = Tokenizer.from_dir(final)
-    save_model(model, args.out, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
+    sft_stats = json.loads((args.work / "sft" / "stats.json").read_text())
+    # the template the SFT data was rendered with (build_corpus.py: qwen3), so chat and the GGUF use the same one
+    template = tokenizer.chat_template or builtin_template(sft_stats["template"])
+    save_model(model, args.out, tokenizer=tokenizer, chat_template=template)
     scores = json.loads(args.scores.read_text())
     scores["validation_loss"].pop("rows", None)                    # evaluate.py's per-row sums: not for the card
     (args.out / "eval.json").write_text(json.dumps(scores, indent=1) + "\n")
@@ -218,7 +226,7 @@ def main() -> None:
               "2 SFT": run_summary(args.run / "stage2", args.sft_steps)}
     text = card(model.config, json.loads((args.work / "pretrain" / "sources.json").read_text()),
                 json.loads((args.work / "pretrain" / "stats.json").read_text()),
-                json.loads((args.work / "sft" / "stats.json").read_text()), stages, tokenizer_efficiency(final),
+                sft_stats, stages, tokenizer_efficiency(final),
                 scores, args.ablation.read_text() if args.ablation else None, args.hardware,
                 args.label or args.run.name, args.interim, args.note, args.cpu, args.interim_reason)
     (args.out / "README.md").write_text(text, encoding="utf-8")

@@ -1,6 +1,6 @@
 """The parse smoke test of zhcoder-nano: greedy completion of two function prompts (128 new tokens at most,
 HumanEval's stop strings) must stop by itself and parse with its prompt. tests/test_nano.py runs it on the shipped
-model; gpu_run.sh on each freshly trained arm, so a device call says at once whether its weights can ship.
+model; nano_gpu_run.sh on each freshly trained arm, so a device call says at once whether its weights can ship.
 
     python recipes/nano/smoke.py MODEL_DIR [MODEL_DIR ...] [--device cuda]   # each completion; exit 1 if one fails
     python recipes/nano/smoke.py RUNS/plain/stage2/final --bf16-weights      # fp32 training weights, as shipped
@@ -23,7 +23,7 @@ def check(model_dir, device: str = "cpu", bf16_weights: bool = False) -> list[tu
 
     from zhcoder.engine import Engine, SamplingParams
 
-    engine = Engine.from_dir(model_dir, dtype="float32", device=device, fast=False)
+    engine = Engine.from_dir(model_dir, dtype="float32", device=device, compile=False)   # as the test runs it
     if bf16_weights:
         with torch.no_grad():
             for parameter in engine.model.parameters():

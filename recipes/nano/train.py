@@ -9,7 +9,7 @@
 Each arm: `zhcoder train pretrain --preset qwen3-0.6b --config pretrain.toml` (from random weights, the data
 and tokenizer of build_corpus.py; `--code-aware-attention` for the "bias" arm), then `zhcoder train sft` on the
 SFT shards from the stage-1 model; OUT/<arm>/ is the final HF checkpoint. Same data, seed and steps for both
-arms. The GPU run does both in one device call (recipes/nano/README.md). With --cpu or --together the arms run at
+arms. The GPU run does both in one device call (tools/nano_gpu_run.sh, recipes/nano/README.md). With --cpu or --together the arms run at
 once, one process each with an equal share of the cores (OMP_NUM_THREADS), logging to WORK/runs/<arm>.log: small
 matrices use two single-thread processes better than one two-thread process, and on a GPU a 19 M-parameter model
 leaves it idle between kernel launches, which the other arm fills. --time-limits caps each stage's seconds (the
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PACK = HERE.parents[1] / "tools" / "nano_pack.py"          # the device call's packing (session tooling)
 TINY = ["--layers", "2", "--steps", "6", "--seq-len", "128", "--batch-size", "2", "--save-every", "6",
         "--eval-every", "6"]
 
@@ -44,7 +45,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["bias", "plain"], choices=["bias", "plain"])
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="the smaller CPU configs (cpu-*.toml); two arms run at once")
-    parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here (pack.py)")
+    parser.add_argument("--pack", type=Path, help="after each arm, pack it for the trip back here "
+                        "(tools/nano_pack.py)")
     parser.add_argument("--sft-only", action="store_true", help="keep WORK/runs/<arm>/stage1, redo stage 2 from it")
     parser.add_argument("--together", action="store_true", help="run the arms at once (the default with --cpu)")
     parser.add_argument("--time-limits", nargs=2, type=float, metavar=("STAGE1", "STAGE2"),
@@ -71,7 +73,7 @@ def main() -> None:
         shutil.copytree(runs / "stage2" / "final", args.out / arm, dirs_exist_ok=True)
         print(f"{arm}: {time.time() - start:.0f} s", flush=True)
         if args.pack:
-            subprocess.run([sys.executable, str(HERE / "pack.py"), str(runs / "stage2" / "final"), arm, str(runs),
+            subprocess.run([sys.executable, str(PACK), str(runs / "stage2" / "final"), arm, str(runs),
                             str(args.pack)], check=True)
 
 

@@ -12,7 +12,8 @@ encodings' own pre-tokenizer patterns and no normalisation, so ids equal tiktoke
 Counts are of plain text: special-token strings in a file count as the text they are. Per file, for the whole
 set, and for the Chinese lines alone (lines holding a CJK ideograph or full-width punctuation, joined by
 newlines), each with its ratio to the baseline tokenizer. `--cost` prices the whole set as input and as output
-with a price table (USD per 1M tokens, the seed's figures by default; `--prices FILE` for your own JSON).
+with a price table (USD per 1M tokens: list prices, each with where and when it was read; `--prices FILE` for
+your own JSON). A tokenizer that only stands in for a model's own is marked so in the table and the JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhcoder.data.filters import decode, is_binary
-from zhcoder.tokenizer import Tokenizer, _cache_path, cached_tokenizer, ranks_tokenizer_json, read_quicktok_ranks
+from zhcoder.tokenizer import Tokenizer, cache_path, cached_tokenizer, ranks_tokenizer_json, read_quicktok_ranks
 
 CL100K_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -43,11 +44,14 @@ OPENAI = {
     "cl100k": ("cl100k.vocab", CL100K_PATTERN, "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
                "cl100k_base (GPT-4)"),
 }
-# USD per 1M tokens (input, output) and the tokenizer that counts for the model: the seed's figures.
-# Claude's tokenizer is not public: cl100k stands in for it (say so when quoting the number).
+# USD per 1M tokens (input, output), the tokenizer that counts for the model, and the list price's source and the
+# date it was read there; `stand_in` marks a tokenizer that is not the model's own.
 DEFAULT_PRICES = {
-    "GPT-4o": {"input": 10.0, "output": 30.0, "tokenizer": "o200k"},
-    "Claude 3.5 Sonnet": {"input": 3.0, "output": 15.0, "tokenizer": "cl100k"},
+    "GPT-4o": {"input": 2.5, "output": 10.0, "tokenizer": "o200k",
+               "source": "https://developers.openai.com/api/docs/pricing", "read": "2026-12-08"},
+    "Claude Sonnet 5.5": {"input": 2.0, "output": 10.0, "tokenizer": "cl100k", "read": "2026-12-08",
+                          "source": "https://platform.claude.com/docs/en/models/sonnet-5-5/overview",
+                          "stand_in": "cl100k as a stand-in; Claude's tokenizer is not public"},
 }
 CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 
@@ -81,7 +85,7 @@ def openai_tokenizer(name: str):
     def build() -> str:
         return ranks_tokenizer_json(openai_ranks(name), added_tokens=[], pattern=pattern, nfc=False)
 
-    return cached_tokenizer(_cache_path(f"tokenizer-{name}-{expected[:12]}"), build)
+    return cached_tokenizer(cache_path(f"tokenizer-{name}-{expected[:12]}"), build)
 
 
 @dataclass
@@ -160,20 +164,16 @@ def load_prices(path: str | None) -> dict:
     for model, row in prices.items() if isinstance(prices, dict) else [(None, None)]:
         if not (isinstance(row, dict) and {"input", "output", "tokenizer"} <= set(row)):
             raise TokensError(f"{path}: each model needs input, output (USD per 1M tokens) and tokenizer")
-    return prices
+    return {model: {"source": f"--prices {path}", **row} for model, row in prices.items()}
 
 
 def costs(result: dict, prices: dict) -> list[dict]:
-    """The cost of the whole set as input and as output for each priced model (counted with its tokenizer)."""
-    rows = []
-    for model, price in prices.items():
-        tokens = result["total"].get(price["tokenizer"])
-        if tokens is None:
-            continue
-        rows.append({"model": model, "tokenizer": price["tokenizer"], "tokens": tokens,
-                     "input_usd": round(tokens / 1e6 * price["input"], 6),
-                     "output_usd": round(tokens / 1e6 * price["output"], 6)})
-    return rows
+    """The cost of the whole set as input and as output for each priced model (counted with its tokenizer), with
+    its price row: USD per 1M tokens, where and when the price was read, the tokenizer it stands in for if any."""
+    return [{"model": model, "stand_in": None, "source": "unverified", "read": "unverified", **price,
+             "tokens": tokens, "input_usd": round(tokens / 1e6 * price["input"], 6),
+             "output_usd": round(tokens / 1e6 * price["output"], 6)}
+            for model, price in prices.items() if (tokens := result["total"].get(price["tokenizer"])) is not None]
 
 
 def markdown(result: dict, cost_rows: list[dict] | None = None, per_file: bool = False) -> str:
@@ -190,7 +190,10 @@ def markdown(result: dict, cost_rows: list[dict] | None = None, per_file: bool =
         lines += [f"| {os.path.relpath(path)} | " + " | ".join(f"{row[n]:,}" for n in names) + " |"
                   for path, row in result["files"].items()]
     if cost_rows:
-        lines += ["", "| model | counted with | tokens | as input (USD) | as output (USD) |", "|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['tokenizer']} | {r['tokens']:,} | {r['input_usd']:.4f} | {r['output_usd']:.4f} |"
-                  for r in cost_rows]
+        lines += ["", "| model | counted with | tokens | USD per 1M in / out | as input (USD) | as output (USD) "
+                  "| price from (read) |", "|---|---|---|---|---|---|---|"]
+        for r in cost_rows:
+            counted = r["tokenizer"] + (f" ({r['stand_in']})" if r["stand_in"] else "")
+            lines.append(f"| {r['model']} | {counted} | {r['tokens']:,} | {r['input']:g} / {r['output']:g} | "
+                         f"{r['input_usd']:.4f} | {r['output_usd']:.4f} | {r['source']} ({r['read']}) |")
     return "\n".join(lines)

@@ -1,21 +1,23 @@
-"""One GPU session's measurements (issue 9): zhcoder's fast decode path against transformers, the bandwidth it
-reaches, prefill, int8 decode, and training speed. Made to run once inside a ~9-minute device call.
+"""One GPU session's measurements (issue 9): zhcoder's decode path against transformers, the bandwidth it
+reaches, prefill, int8 decode, and training speed. Made to run once inside a ~9-minute device call: session
+tooling, not part of the product (the default test run does not exercise it; tools/README.md).
 
-    python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json            # CUDA, bf16, Qwen3-8B and -0.6B shapes
-    python benchmarks/gpu_suite.py --tiny --out /tmp/suite.json          # every part, tiny shapes, CPU, < 1 min
-    python benchmarks/gpu_suite.py --list --out /tmp/unused.json         # the plan's entries, in priority order
-    python benchmarks/gpu_suite.py --out $OUT/s.json --prewarmed P.json  # after gpu_prewarm.py compiled ahead
-    python benchmarks/gpu_suite.py --out $OUT/s2.json --skip-done $OUT/s.json   # go on where a run stopped
+    python tools/gpu_suite.py --out $OUT/gpu_suite.json            # CUDA, bf16, Qwen3-8B and -0.6B shapes
+    python tools/gpu_suite.py --tiny --out /tmp/suite.json          # every part, tiny shapes, CPU, < 1 min
+    python tools/gpu_suite.py --list --out /tmp/unused.json         # the plan's entries, in priority order
+    python tools/gpu_suite.py --out $OUT/s.json --prewarmed P.json  # after gpu_prewarm.py compiled ahead
+    python tools/gpu_suite.py --out $OUT/s2.json --skip-done $OUT/s.json   # go on where a run stopped
 
 Same run, same random weights (bf16, normal std 0.02; transformers' Qwen3ForCausalLM shares zhcoder's weight
 tensors, so nothing is copied and both compute on the same numbers; a logits check opens each shape):
 
 - copy bandwidth: a large device-to-device copy (read + write bytes / time): the measured memory bandwidth.
-- decode tok/s at batch 1, 8, 32, greedy, prompt --prompt-len, --new-tokens tokens: zhcoder's `Engine` (fast path:
-  static cache, compiled CUDA-graph step, device sampling), transformers `generate()` eager (dynamic cache), and
-  transformers `generate(cache_implementation="static")` (which compiles its forward with mode="reduce-overhead"
-  on CUDA). Decode tok/s = batch x (N - 1) / (t(N tokens) - t(1 token)); transformers-static's t(1) is taken from
-  its eager run (its prefill is the same eager forward, and a 1-token static generate would compile new shapes).
+- decode tok/s at batch 1, 8, 32, greedy, prompt --prompt-len, --new-tokens tokens: zhcoder's `Engine` (its one
+  decode path: static cache, compiled CUDA-graph step on CUDA, device sampling), transformers `generate()` eager
+  (dynamic cache), and transformers `generate(cache_implementation="static")` (which compiles its forward with
+  mode="reduce-overhead" on CUDA). Decode tok/s = batch x (N - 1) / (t(N tokens) - t(1 token)); transformers-
+  static's t(1) is taken from its eager run (its prefill is the same eager forward, and a 1-token static generate
+  would compile new shapes).
   Compile / warm-up time is reported separately. Achieved GB/s = (weight bytes + KV bytes read per step) /
   step time, KV at the mean context of the run; its share of the measured copy bandwidth.
 - prefill tok/s: one --prefill-len prompt (zhcoder in chunks of 512 through its static cache; transformers eager).
@@ -34,11 +36,11 @@ compiled once; ~2 minutes as one graph of all 36 layers). --compile-cache FILE l
 (`torch.compiler.load_cache_artifacts`) when the file exists, and after every part the suite writes what it has
 compiled or looked up to compile_cache.bin beside --out (if at most 15 MiB; what this run did not use is not in
 it), to carry into the next call on the same card and torch. On CPU it took a 36-layer step's first compile in a
-fresh cache folder from 75 s to 20 s. On the machine itself, benchmarks/gpu_prewarm.py runs the compiling entries
-ahead (while the GPU trains in gpu_run.sh, or first, several at a time, in gpu_session.sh); --prewarmed then
-budgets the entries it did not finish as compiles from scratch.
+fresh cache folder from 75 s to 20 s. On the machine itself, tools/gpu_prewarm.py runs the compiling entries
+ahead (while the GPU trains in tools/nano_gpu_run.sh, or first, several at a time, in tools/gpu_session.sh);
+--prewarmed then budgets the entries it did not finish as compiles from scratch.
 
-The measurements themselves are in benchmarks/gpu_parts.py; this file is the plan and its budget.
+The measurements themselves are in tools/gpu_parts.py; this file is the plan and its budget.
 Parts run in priority order against a --budget (seconds); a part whose estimate no longer fits is recorded as
 skipped. The order: the first shape at the first batch (zhcoder, transformers eager, static), then prefill and
 training (seconds each, where every new zhcoder batch size compiles for ~2 minutes on the 8B shape), zhcoder and
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-transformers-static", action="store_true")
     parser.add_argument("--whole-graph", action="store_true", help="compile zhcoder's decode steps as one graph of "
-                        "all layers (zhcoder.model.REUSE_DECODE_LAYER off)")
+                        "all layers (the Engine's reuse_layer=False)")
     parser.add_argument("--compile-cache", help="torch.compile caches to load first (a compile_cache.bin "
                         "an earlier run wrote beside its --out)")
     parser.add_argument("--list", action="store_true", help="print the plan's entries in priority order and exit")
@@ -212,9 +214,6 @@ def main() -> None:
         args.batches, args.repeats, args.profile_tokens = [1, 2], 1, min(args.profile_tokens, 4)
     args.budget = args.budget or (120.0 if args.tiny else 510.0)
     suite = Suite(args)
-    import zhcoder.model
-
-    zhcoder.model.REUSE_DECODE_LAYER &= not args.whole_graph
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     import transformers
@@ -222,7 +221,7 @@ def main() -> None:
     suite.meta = {"torch": torch.__version__, "transformers": transformers.__version__,
                   "python": platform.python_version(),
                   "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-                  "tiny": args.tiny, "args": vars(args), "reuse_decode_layer": zhcoder.model.REUSE_DECODE_LAYER,
+                  "tiny": args.tiny, "args": vars(args), "reuse_decode_layer": not args.whole_graph,
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.type == "cuda":
         suite.meta["gpu_memory_GiB"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# The device call, at most ~9.5 minutes: both arms, both stages, at once and within a time limit each, packed into
-# $OUT (pack.py), while benchmarks/gpu_check.py and the suite's compiles (benchmarks/gpu_prewarm.py) run
-# alongside; the parse smoke test of each arm's final weights and of every SFT checkpoint of the plain arm, all at
-# once on the CPU (if the plain arm's final weights fail, the newest checkpoint that passes is packed instead, for
-# both arms); then the GPU measurements of issue 9 (gpu_suite.py) alone on the GPU in the time left. Run from the
-# repository root with build_corpus.py's pretrain/ (without its work/), sft/ and tokenizer/ in .nano/ (ignored by
-# git), carried xz-compressed (49 MB -> 12 MB; the working tree with the tracked weights is ~40 MB of the 64 MiB):
+# The nano recipe's device call (session tooling: tools/README.md), at most ~9.5 minutes: both arms, both
+# stages, at once and within a time limit each, packed into $OUT (tools/nano_pack.py), while
+# benchmarks/gpu_check.py and the suite's compiles (tools/gpu_prewarm.py) run alongside; the parse smoke test of
+# each arm's final weights and of every SFT checkpoint of the plain arm, all at once on the CPU (if the plain arm's
+# final weights fail, the newest checkpoint that passes is packed instead, for both arms); then the GPU
+# measurements of issue 9 (tools/gpu_suite.py) alone on the GPU in the time left. Run from the repository root
+# with build_corpus.py's pretrain/ (without its work/), sft/ and tokenizer/ in .nano/ (ignored by git), carried
+# xz-compressed (49 MB -> 12 MB; the working tree with the tracked weights is ~40 MB of the 64 MiB):
 #   here: tar -cJf .nano.tar.xz --exclude=.nano/pretrain/work .nano/pretrain .nano/sft .nano/tokenizer
-#   device run: carry [".nano.tar.xz"], command "bash recipes/nano/gpu_run.sh", timeout_s 595 (2026-11-28: 530 s)
-#   (carry ".compile_cache.bin" too if an earlier call on the same card returned one; see gpu_suite.py)
+#   device run: carry [".nano.tar.xz"], command "bash tools/nano_gpu_run.sh", timeout_s 595 (2026-11-28: 530 s)
+#   (carry ".compile_cache.bin" too if an earlier call on the same card returned one; see tools/gpu_suite.py)
 #   a second call at once, on the still-warm machine, goes on with the suite where it stopped (its compile caches are
-#   still on disk): PYTHONPATH=$PWD python3 benchmarks/gpu_suite.py --out $OUT/gpu_suite_2.json --budget 235
+#   still on disk): PYTHONPATH=$PWD python3 tools/gpu_suite.py --out $OUT/gpu_suite_2.json --budget 235
 #   --skip-done /tmp/gpu_suite_1.json --prewarmed /tmp/prewarm.json
-# Here, afterwards: python recipes/nano/pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain (packed_from.txt
-# says which checkpoint). The log says whether each arm passes the parse smoke test (smoke.py, run as the test runs
-# it: CPU, fp32 compute, the weights rounded to bf16 as shipped).
-# One arm in a shorter call, no measurements: ARMS=bias TRAIN_S=330 STAGE1_S=250 STAGE2_S=40 END=0 bash recipes/nano/gpu_run.sh
+# Here, afterwards: python tools/nano_pack.py --unpack FILES_AT ARM DEST, for ARM in bias and plain (packed_from.txt
+# says which checkpoint). The log says whether each arm passes the parse smoke test (recipes/nano/smoke.py, run as
+# the test runs it: CPU, fp32 compute, the weights rounded to bf16 as shipped).
+# One arm in a shorter call, no measurements:
+#   ARMS=bias TRAIN_S=330 STAGE1_S=250 STAGE2_S=40 END=0 bash tools/nano_gpu_run.sh
 # A CPU rehearsal (~2.5 minutes): OUT=/tmp/out NANO_FLAGS=--tiny SUITE_FLAGS=--tiny CHECK=0 END=400 PREWARM_UNTIL=60 \
-#   bash recipes/nano/gpu_run.sh
+#   bash tools/nano_gpu_run.sh
 set -uo pipefail                                # no -e: the measurements run even if training fails
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TORCH_LOGS=recompiles   # a recompiling step shows in the log
 END=${END:-560}                                 # seconds from the start by which everything is written
@@ -26,11 +28,11 @@ END=${END:-560}                                 # seconds from the start by whic
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } | tee "$OUT/run.log"
 # While the arms train, the suite's compiling entries run ahead in niced processes of their own
-# (benchmarks/gpu_prewarm.py): they fill inductor's caches on this machine, so the measuring run afterwards, alone
+# (tools/gpu_prewarm.py): they fill inductor's caches on this machine, so the measuring run afterwards, alone
 # on the GPU, finds most compiles done (~135 s each on the 8B shape otherwise). The GPU checks (correctness only)
 # run alongside.
 if [ "$END" -gt 0 ]; then
-    python3 benchmarks/gpu_prewarm.py --jobs "${PREWARM_JOBS:-3}" --until "${PREWARM_UNTIL:-300}" \
+    python3 tools/gpu_prewarm.py --jobs "${PREWARM_JOBS:-3}" --until "${PREWARM_UNTIL:-300}" \
         --out /tmp/prewarm.json ${SUITE_FLAGS:-} > "$OUT/gpu_suite.log" 2>&1 &
     prewarm=$!
     [ "${CHECK:-1}" = 1 ] && { timeout 200 python3 benchmarks/gpu_check.py --tokenizer .nano/tokenizer \
@@ -73,7 +75,7 @@ if [ -d /tmp/nano-models/plain ] && ! grep -q "^plain: final passes" "$OUT/run.l
         step=$(basename "$ckpt"); echo "plain: $step passes smoke: packed instead of final" | tee -a "$OUT/run.log"
         for arm in ${ARMS:-bias plain}; do
             rm -f "$OUT/$arm".tar.*
-            python3 recipes/nano/pack.py ".nano/runs/$arm/stage2/checkpoints/$step" "$arm" ".nano/runs/$arm" "$OUT"
+            python3 tools/nano_pack.py ".nano/runs/$arm/stage2/checkpoints/$step" "$arm" ".nano/runs/$arm" "$OUT"
         done
         break
     done
@@ -85,7 +87,7 @@ if [ "$END" -gt 0 ]; then
 fi
 budget=$((END - SECONDS - 15))
 if [ "$budget" -gt 60 ]; then
-    timeout $((budget + 15)) python3 benchmarks/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" \
+    timeout $((budget + 15)) python3 tools/gpu_suite.py --out "$OUT/gpu_suite.json" --budget "$budget" \
         --compile-cache .compile_cache.bin --prewarmed /tmp/prewarm.json ${SUITE_FLAGS:-} 2>&1 \
         | tee -a "$OUT/gpu_suite.log"
     cp "$OUT/gpu_suite.json" /tmp/gpu_suite_1.json 2>/dev/null   # for a next call on this machine: --skip-done

@@ -1,12 +1,12 @@
-"""Compile ahead for benchmarks/gpu_suite.py: run the suite's compiling entries, each in its own niced process, a
-few at a time, while the GPU does something else (gpu_run.sh: the nano training). They fill inductor's on-disk
-caches (FX graphs, autotuning), so that the measuring run afterwards, alone on the GPU, loads its compiled steps
-(the 8B batch-1 step on the H200: 135 s from scratch, 47 s from these caches). Their own figures were measured
-while sharing the machine: logged, never reported.
+"""Compile ahead for tools/gpu_suite.py: run the suite's compiling entries, each in its own niced process, a
+few at a time, while the GPU does something else (tools/nano_gpu_run.sh: the nano training). They fill
+inductor's on-disk caches (FX graphs, autotuning), so that the measuring run afterwards, alone on the GPU, loads
+its compiled steps (the 8B batch-1 step on the H200: 135 s from scratch, 47 s from these caches). Their own
+figures were measured while sharing the machine: logged, never reported.
 
-    python benchmarks/gpu_prewarm.py --jobs 3 --until 235 --out /tmp/prewarm.json &      # SUITE ARGS may follow
-    python benchmarks/gpu_suite.py --out $OUT/suite.json --prewarmed /tmp/prewarm.json  # afterwards
-    python benchmarks/gpu_prewarm.py --jobs 2 --limit 1 --out /tmp/p.json --tiny        # a CPU check
+    python tools/gpu_prewarm.py --jobs 3 --until 235 --out /tmp/prewarm.json &      # SUITE ARGS may follow
+    python tools/gpu_suite.py --out $OUT/suite.json --prewarmed /tmp/prewarm.json  # afterwards
+    python tools/gpu_prewarm.py --jobs 2 --limit 1 --out /tmp/p.json --tiny        # a CPU check
 
 Writes {"meta": ..., "results": [one "prewarm" row per entry: rc, seconds, warmup_s, or stopped/skipped]}.
 """

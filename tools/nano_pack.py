@@ -1,10 +1,12 @@
-"""Pack a trained arm for the trip back from the device machine, and unpack it here. The device tool returns at
-most 8 files of 16 MiB, 64 MiB in all, and two arms of bf16 weights are ~76 MB: each bf16 tensor's bytes are
-split into a high-byte plane (sign and exponent: few values) and a low-byte plane and zlib-compressed (~69 % of
-the size), with the config and the runs' metrics, in one tar cut into pieces of at most 15 MiB.
+"""Pack a trained nano arm for the trip back from the device machine, and unpack it here (session tooling for
+tools/nano_gpu_run.sh and recipes/nano/train.py --pack; tools/README.md). The device tool returns at most 8 files
+of 16 MiB, 64 MiB in all, and two arms of bf16 weights are ~76 MB: each bf16 tensor's bytes are split into a
+high-byte plane (sign and exponent: few values) and a low-byte plane and zlib-compressed (~69 % of the size),
+with the config and the runs' metrics, in one tar cut into pieces of at most 15 MiB.
 
-    python recipes/nano/pack.py RUNS/ARM/stage2/final ARM RUNS/ARM OUT    # there: OUT/ARM.tar.00, .01, ...
-    python recipes/nano/pack.py --unpack PIECES_DIR ARM DEST               # here: DEST/ARM/model.safetensors, ...
+    python tools/nano_pack.py RUNS/ARM/stage2/final ARM RUNS/ARM OUT    # there: OUT/ARM.tar.00, .01, ...
+    python tools/nano_pack.py --unpack PIECES_DIR ARM DEST               # here: DEST/ARM/model.safetensors, ...
+    python -m pytest -q -n 0 tools/test_tools.py                         # the round trip, on CPU
 """
 
 import io
@@ -73,7 +75,8 @@ def unpack(pieces: Path, arm: str, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(dest, filter="data")
     folder = dest / arm
-    weights = unplanes((folder / "model.planes.zlib").read_bytes(), json.loads((folder / "model.planes.json").read_text()))
+    index = json.loads((folder / "model.planes.json").read_text())
+    weights = unplanes((folder / "model.planes.zlib").read_bytes(), index)
     weights.update(load_file(folder / "model.other.safetensors"))
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     for name in ("model.planes.zlib", "model.planes.json", "model.other.safetensors"):

@@ -1,9 +1,9 @@
-"""The measurements of benchmarks/gpu_suite.py (issue 9), one function or method each: the device's copy
+"""The measurements of tools/gpu_suite.py (issue 9), one function or method each: the device's copy
 bandwidth; for one model shape (`Shape`) zhcoder's decode, transformers' eager and static-cache decode, prefill,
 int8 and other ways to compile the batch-1 step, each followed by a torch.profiler breakdown; and the Trainer's
 step (`train`). Each records its rows through the suite (`suite.record`); the suite decides what runs.
 
-    python benchmarks/gpu_suite.py --tiny --out /tmp/suite.json      # every part, tiny shapes, CPU
+    python tools/gpu_suite.py --tiny --out /tmp/suite.json      # every part, tiny shapes, CPU
 """
 
 from __future__ import annotations
@@ -184,15 +184,21 @@ class Shape:
         self.suite, self.name, self.config, self.device, self.dtype = suite, name, config, device, dtype
         args = suite.args
         self.model = build_model(config, device, dtype)
-        self.engine = Engine(self.model, StubTokenizer(config.vocab_size), fast=True)   # compiled on CUDA
+        self.reuse_layer = not args.whole_graph
+        self.engine = self.new_engine(self.model)                     # compiled on CUDA, eager on CPU
         self.hf = None
         self.weights = weight_bytes(self.model)
         self.eager_t1: dict[int, float] = {}
         self.prompt_len, self.new_tokens = args.prompt_len, args.new_tokens
         self.eager_tokens = args.eager_new_tokens
         suite.record(part="model", shape=name, parameters=sum(p.numel() for p in self.model.parameters()),
-                     weight_bytes_per_step=self.weights, fast=self.engine.fast, compile=self.engine.compile,
+                     weight_bytes_per_step=self.weights, compile=self.engine.compile,
                      dtype=str(dtype).removeprefix("torch."))
+
+    def new_engine(self, model: QwenForCausalLM, reuse_layer: bool | None = None, **options) -> Engine:
+        """An engine over `model` (compiled on CUDA), its decoder layer reused across layers unless --whole-graph."""
+        reuse_layer = self.reuse_layer if reuse_layer is None else reuse_layer
+        return Engine(model, StubTokenizer(self.config.vocab_size), reuse_layer=reuse_layer, **options)
 
     def prompts(self, batch: int, length: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(batch * 1000 + length)
@@ -311,16 +317,12 @@ class Shape:
         """zhcoder at batch 1 compiled another way: "zhcoder whole graph" (every layer traced: no reused decoder
         layer) or "zhcoder cuBLAS" (no coordinate-descent tuning: inductor keeps batch-1 matrix products as cuBLAS
         calls instead of tuned Triton reductions)."""
-        import zhcoder.model
-
         options = {"coordinate_descent_tuning": False} if system == "zhcoder cuBLAS" else None
-        engine = Engine(self.model, StubTokenizer(self.config.vocab_size), fast=True, compile_options=options)
-        reuse = zhcoder.model.REUSE_DECODE_LAYER
-        zhcoder.model.REUSE_DECODE_LAYER = reuse and system != "zhcoder whole graph"
+        engine = self.new_engine(self.model, compile_options=options,
+                                 reuse_layer=self.reuse_layer and system != "zhcoder whole graph")
         try:
             self.ours(1, engine, system=system)
         finally:
-            zhcoder.model.REUSE_DECODE_LAYER = reuse
             del engine
 
     def int8(self) -> None:
@@ -330,7 +332,7 @@ class Shape:
         copy = copy_module(self.model)                                # quantize_model works in place
         quantized = quantize_model(copy, mode="int8") or copy
         seconds = time.perf_counter() - start
-        engine = Engine(quantized, StubTokenizer(self.config.vocab_size), fast=True)
+        engine = self.new_engine(quantized)
         try:
             self.ours(1, engine, system="zhcoder int8", weights=weight_bytes(quantized), quantize_s=seconds)
         finally:
