@@ -141,11 +141,47 @@ def test_token_healing_is_an_extra_field_of_completions(served, engine):
         assert error.value.body["param"] == "token_healing"
 
 
-def test_logit_bias_is_refused_not_ignored(served):
+def test_penalties_logit_bias_and_chat_logprobs_are_applied_not_ignored(served, engine):
+    """frequency_penalty, presence_penalty and logit_bias (chat and completions alike) give the engine's tokens under
+    the same settings; chat's logprobs / top_logprobs come back in OpenAI's shape, whole and streamed; a bad
+    logit_bias is the same 400 on both routes."""
+    bias = {"11": 8.0, "12": -100.0}
+    settings = dict(frequency_penalty=1.2, presence_penalty=0.5, logit_bias=bias)
+    expected = engine.generate(["订单状态"], SamplingParams(
+        max_new_tokens=12, temperature=0, frequency_penalty=1.2, presence_penalty=0.5,
+        logit_bias={11: 8.0, 12: -100.0}))[0]
+    reply = served.client.completions.create(model="tiny", prompt="订单状态", max_tokens=12, temperature=0, **settings)
+    assert reply.choices[0].text == expected.text
+    assert expected.text != engine.generate(["订单状态"], SamplingParams(max_new_tokens=12))[0].text
+    prompt = render_chat(MESSAGES, template="qwen3")
+    expected = engine.generate([prompt], SamplingParams(max_new_tokens=10, frequency_penalty=1.2,
+                                                        presence_penalty=0.5, logit_bias={11: 8.0, 12: -100.0}))[0]
+    chat = served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10, temperature=0,
+                                                 logprobs=True, top_logprobs=3, **settings)
+    assert chat.choices[0].message.content == expected.text
+    content = chat.choices[0].logprobs.content
+    assert [list(e.bytes) for e in content] == [list(engine.token_bytes(t)) for t in expected.token_ids]
+    assert all(e.logprob <= 0 and len(e.top_logprobs) == 3 and e.top_logprobs[0].logprob >= e.logprob
+               for e in content)
+    chunks = served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10, temperature=0,
+                                                   logprobs=True, top_logprobs=3, stream=True, **settings)
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    assert served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2).choices[0].logprobs \
+        is None
+    for create, prompt_field in ((served.client.completions.create, {"prompt": "x"}),
+                                 (served.client.chat.completions.create, {"messages": MESSAGES})):
+        for bad in ({"logit_bias": {"word": 1}}, {"logit_bias": {"5": 500}}, {"logit_bias": {"99999999": 1}}):
+            with pytest.raises(openai.BadRequestError) as error:
+                create(model="tiny", max_tokens=2, **prompt_field, **bad)
+            assert error.value.body["param"] == "logit_bias"
     with pytest.raises(openai.BadRequestError) as error:
-        served.client.completions.create(model="tiny", prompt="x", max_tokens=2, logit_bias={"5": 10})
-    assert error.value.body["param"] == "logit_bias"
-    assert served.client.completions.create(model="tiny", prompt="x", max_tokens=2, logit_bias={}).choices
+        served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2, top_logprobs=2)
+    assert error.value.body["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as error:
+        served.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2,
+                                              response_format={"type": "json_object"})
+    assert error.value.body["param"] == "response_format"
 
 
 def test_stop_strings_cut_the_text_also_when_streaming(served):

@@ -199,7 +199,7 @@ class DecodeState:
     def configure(self, params: SamplingParams, seeds: list[int]) -> None:
         """Every row of this state (or view) samples with `params`; row i's random stream is `seeds[i]`."""
         self.temperature.fill_(params.temperature)
-        self.top_k.fill_(params.top_k)
+        self.top_k.fill_(min(params.top_k, self.bias.shape[1]))            # a top-k past the vocabulary is off
         self.cut_p.fill_(1 - params.top_p)
         self.min_p.fill_(params.min_p)
         self.penalty.fill_(params.repetition_penalty)

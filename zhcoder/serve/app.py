@@ -6,7 +6,8 @@ Endpoints
     GET  /health                    {"status": "ok", "active", "waiting", ...} (no key needed)
     GET  /v1/models                 the one served model
     POST /v1/chat/completions       messages (chat template), stream (SSE, `data: [DONE]`), max_tokens, temperature,
-                                    top_p, seed, stop (<= 16), n, tools / tool_choice -> tool_calls (Qwen3-Coder XML
+                                    top_p, seed, stop (<= 16), n, frequency/presence_penalty, logit_bias, logprobs /
+                                    top_logprobs (0-20), tools / tool_choice -> tool_calls (Qwen3-Coder XML
                                     or Qwen2.5 JSON parsed into OpenAI calls; streamed as tool_call deltas), usage
                                     (also in a last chunk with stream_options.include_usage)
     POST /v1/completions            prompt, suffix -> fill-in-the-middle with Qwen's FIM tokens, stream, echo,
@@ -76,8 +77,9 @@ class Sampling(Strict):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)        # accepted for compatibility, not applied
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)       # accepted for compatibility, not applied
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: Stop = None
     n: int = Field(1, ge=1, le=8)
@@ -111,7 +113,6 @@ class CompletionRequest(Sampling):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)
     best_of: int | None = Field(None, ge=1, le=1)
-    logit_bias: dict | None = None
     token_healing: bool = False
 
 
@@ -158,7 +159,7 @@ class Server:
         self.max_tokens_cap, self.default_max_tokens = max_tokens_cap, default_max_tokens
         self.chat_template = chat_template or self.tokenizer.chat_template or "qwen3"
         self.created = int(time.time())
-        self.warmup = False                    # compile the fast path's steps before serving (see build)
+        self.warmup = False                    # compile the decode steps before serving (see build)
         self.fim_stop_ids = [i for i in (self.tokenizer.token_to_id(t) for t in FIM_STOP_TOKENS) if i is not None]
 
     def check_model(self, name: str) -> None:
@@ -180,9 +181,29 @@ class Server:
         return SamplingParams(
             max_new_tokens=wanted, temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p, top_k=body.top_k or 0, min_p=body.min_p or 0.0,
-            repetition_penalty=body.repetition_penalty or 1.0,
+            repetition_penalty=body.repetition_penalty or 1.0, frequency_penalty=body.frequency_penalty or 0.0,
+            presence_penalty=body.presence_penalty or 0.0, logit_bias=self.logit_bias(body.logit_bias),
             seed=None if body.seed is None else body.seed + seed_offset, stop=stops, stop_token_ids=stop_token_ids,
             token_healing=token_healing)
+
+    def logit_bias(self, bias: dict[str, float] | None) -> dict[int, float]:
+        """OpenAI's logit_bias ({"token id": bias in [-100, 100]}) with integer keys, checked."""
+        vocab, out = self.engine.model.config.vocab_size, {}
+        for key, value in (bias or {}).items():
+            if not key.strip().isdigit() or int(key) >= vocab:
+                raise APIError(400, f"logit_bias keys are token ids below {vocab}; got {key!r}", param="logit_bias")
+            if not -100 <= value <= 100:
+                raise APIError(400, f"logit_bias values lie in [-100, 100]; got {value}", param="logit_bias")
+            out[int(key)] = float(value)
+        return out
+
+    def chat_logprobs(self, event: dict) -> dict:
+        """One token's entry of a chat completion's `logprobs.content` (OpenAI's shape)."""
+        def entry(token: int, logprob: float) -> dict:
+            data = self.engine.token_bytes(token)
+            return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+        return {**entry(event["token"], event["logprob"]),
+                "top_logprobs": [entry(t, lp) for t, lp in event.get("top_logprobs", [])]}
 
     def encode(self, prompt: Any) -> list[int]:
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
@@ -367,11 +388,17 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
                                  **(body.chat_template_kwargs or {}))
         except (ChatTemplateError, TypeError, ValueError) as error:
             raise APIError(400, f"cannot render these messages: {error}", param="messages") from None
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if (body.response_format or {}).get("type", "text") != "text":
+            raise APIError(400, f"response_format {body.response_format.get('type')!r} is not supported yet (only "
+                                "'text'): this server does not constrain output to JSON", param="response_format")
         prompt_ids = server.encode(prompt)
         params = [server.params(body, body.max_completion_tokens or body.max_tokens, server.default_max_tokens,
                                 seed_offset=i) for i in range(body.n)]
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        events = server.run(prompt_ids, params, http)
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        events = server.run(prompt_ids, params, http, logprobs=logprobs)
         head = {"id": ident, "created": created, "model": server.model_name}
 
         def message_of(text: str) -> tuple[dict, str | None]:
@@ -386,14 +413,17 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             return message, None
 
         if not body.stream:
-            completions = [None] * body.n
+            completions, records = [None] * body.n, [[] for _ in range(body.n)]
             async for index, event in events:
+                if "token" in event and logprobs is not None:
+                    records[index].append(server.chat_logprobs(event))
                 if event.get("done") is not None:
                     completions[index] = event["done"]
             choices = []
             for index, completion in enumerate(completions):
                 message, reason = message_of(completion.text)
-                choices.append({"index": index, "message": message, "logprobs": None,
+                choices.append({"index": index, "message": message,
+                                "logprobs": {"content": records[index]} if logprobs is not None else None,
                                 "finish_reason": reason or completion.finish_reason})
             return {**head, "object": "chat.completion", "choices": choices,
                     "usage": usage(len(prompt_ids), completions)}
@@ -410,7 +440,10 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
                                                  "finish_reason": None}]})
             async for index, event in events:
                 piece = filters[index].push(event.get("text", ""))
-                if piece:
+                if "token" in event and logprobs is not None:       # one chunk per token, with its logprobs
+                    yield sse({**chunk, "choices": [{"index": index, "delta": {"content": piece}, "finish_reason":
+                                                     None, "logprobs": {"content": [server.chat_logprobs(event)]}}]})
+                elif piece:
                     yield sse({**chunk, "choices": [{"index": index, "delta": {"content": piece},
                                                      "finish_reason": None}]})
                 if event.get("done") is not None:
@@ -449,8 +482,6 @@ def create_app(server: Server, max_body_bytes: int = 4 * 2**20) -> FastAPI:
             prompt_text, stop_ids = body.prompt, None
         if body.echo and body.logprobs is not None:
             raise APIError(400, "echo with logprobs is not supported", param="echo")
-        if body.logit_bias:
-            raise APIError(400, "logit_bias is not supported by this server", param="logit_bias")
         prompt_ids = server.encode(prompt_text)
         echo = server.tokenizer.decode(prompt_ids) if body.echo else ""
         params = [server.params(body, body.max_tokens, 16, stop_token_ids=stop_ids, seed_offset=i,
