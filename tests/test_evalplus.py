@@ -310,14 +310,12 @@ def test_special_oracles_and_wrong_solutions(sandbox, task):
 @needs_data
 def test_decoded_inputs_have_evalplus_shapes(task):
     """JSON holds lists; the program decodes them into the tuples, sets, dicts and complex numbers evalplus used."""
-    from zhcoder.eval.evalplus import _HELPERS
+    from zhcoder.eval.evalplus_checker import decode
     by_id = {problem.task_id: problem for problem in task.problems}
 
     def decoded(task_id, group="base"):
         problem = by_id[task_id]
-        namespace = {"SHAPE": problem.shape}
-        exec(_HELPERS, namespace)
-        return namespace["_decode"](problem.base_inputs if group == "base" else problem.plus_inputs)
+        return decode(problem.base_inputs if group == "base" else problem.plus_inputs, problem.shape)
 
     assert decoded("Mbpp/2")[0] == [(3, 4, 5, 6), (5, 7, 4, 10)]
     assert decoded("Mbpp/115")[1] == [[{1, 2}, {}, {}]]
@@ -341,3 +339,18 @@ def test_program_contract():
     assert prompted.program(completion="def f(x):\n    return x\n") == prompted.program(
         solution='"""\ndoc\n"""\ndef f(x):\n    return x\n', stage="plus")
     compile(prompted.program(completion="def f(x):\n    return x\n", stage="base"), "<program>", "exec")
+
+
+def test_checker_compares_as_evalplus_does():
+    """The checker is a plain module: its comparison of one output, called directly (the sandboxed program calls
+    the same function)."""
+    from zhcoder.eval.evalplus_checker import check, is_floats
+    assert is_floats(1.5) and is_floats([]) and is_floats((0.5, 2.0)) and not is_floats([1, 2.0])
+    assert check(0.1 + 0.2, 0.3, 0, "f") == 1e-6          # a float output sets atol 1e-6 from here on
+    assert check([1.0, 2.0], (1.0, 2.0), 1e-6, "f") == 1e-6  # assert_allclose: a list for a tuple, once atol is set
+    with pytest.raises(AssertionError):
+        check([1, 2], (1, 2), 0, "f")                     # before it, exact equality decides
+    assert check("anything", 7, 0, "are_equivalent") == 0 and check(0, 15.0, 0, "sum_div") == 1e-6
+    assert check(None, False, 0, "check_str") == 0          # OUTPUT_NOT_NONE: `out is not None` against the reference
+    with pytest.raises(AssertionError):
+        check(True, False, 0, "check_str")

@@ -1,6 +1,7 @@
-"""The sandbox: verdicts, limits, the executor, and an adversarial suite of programs that try to get out or to fake
-a pass. Each adversarial program ends in a failing assert (or never ends): whatever trick it plays, its verdict must
-not be "passed", the harness must survive, nothing outside the sandbox may change, and no process may be left.
+"""The sandbox: verdicts, limits, the executor, an adversarial suite of programs that try to get out or to fake a
+pass, and the helper's parts called directly. Each adversarial program ends in a failing assert (or never ends):
+whatever trick it plays, its verdict must not be "passed", the harness must survive, nothing outside the sandbox
+may change, and no process may be left.
 
     pytest -q tests/test_sandbox.py
 """
@@ -23,7 +24,7 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("the sandbox is Linux-only", allow_module_level=True)
 
-from zhcoder.eval import sandbox  # noqa: E402
+from zhcoder.eval import sandbox, sandbox_helper  # noqa: E402
 from zhcoder.eval.sandbox import Executor, Limits, Outcome, isolation_report, run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -642,3 +643,64 @@ def test_fallback_contains_what_it_can(without_namespaces):
         daemon = ADVERSARIES["daemon_outlives_parent"].replace("@MARKER@", marker)
         assert run(daemon, FAST).verdict == "failed: AssertionError"
         _assert_nothing_left(before, marker)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the helper's parts, called directly (sandbox_helper is a module of plain functions)
+
+def test_helper_reads_exactly_its_first_line():
+    """The static facts come first on the helper's stdin, the requests after them: reading the first line must
+    leave the rest in the pipe for the request reader."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'{"tmp": "/tmp"}\n{"program": "pass"}\n')
+    os.close(write_end)
+    assert sandbox_helper.read_line(read_end) == b'{"tmp": "/tmp"}\n'
+    assert os.read(read_end, 100) == b'{"program": "pass"}\n'
+    os.close(read_end)
+
+
+def test_helper_counts_only_the_programs_own_marker():
+    nonce = "n" * 32
+    lines = (f"{nonce}\tproc\t1\tprivate\n"
+             f"{nonce}\tpassed\t7\t\n"             # a forked copy of the program (another pid)
+             f"{'x' * 32}\tpassed\t1\t\n"          # a forged line without the nonce
+             f"{nonce}\tfailed\t1\tAssertionError\n"
+             f"{nonce}\tpassed\t1\t\n")            # only the first of the program's own counts
+    assert sandbox_helper.read_marker(lines.encode(), nonce, "1") == (["failed", "AssertionError"], "private")
+    assert sandbox_helper.read_marker(b"garbage\n", nonce, "1") == (None, "host")
+
+
+def test_helper_removes_trees_a_program_locked(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("kept")
+    tree = tmp_path / "work"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "file").write_text("x")
+    (tree / "link").symlink_to(outside)
+    (tree / "a").chmod(0o500)      # read-only: its entries cannot be unlinked as they are
+    (tree / "a" / "b").chmod(0o000)  # unreadable
+    sandbox_helper.remove_tree(str(tree))
+    assert not tree.exists()
+    assert (outside / "keep.txt").read_text() == "kept"  # the link was removed, not followed
+
+
+def test_helper_counts_tasks_of_a_uid():
+    assert sandbox_helper.tasks_of_uid(str(os.getpid()), os.getuid()) >= 1
+    assert sandbox_helper.tasks_of_uid(str(os.getpid()), os.getuid() + 1) == 0
+    assert sandbox_helper.tasks_of_uid("no-such-process", os.getuid()) == 0
+    assert 1_000_000_000 <= sandbox_helper.random_uid() < 2_000_000_000
+
+
+def test_helper_needs_only_the_standard_library():
+    """The helper runs as a script with no site-packages and its own folder (zhcoder/eval) first on sys.path until
+    main() removes it: it imports only standard modules, and none is shadowed by a file of that folder."""
+    import ast
+    path = Path(sandbox_helper.__file__)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+    assert set(sandbox_helper.PRELOAD) <= set(sys.stdlib_module_names)
+    assert not {p.stem for p in path.parent.glob("*.py")} & imported

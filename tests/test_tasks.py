@@ -289,3 +289,20 @@ def test_missing_data_names_the_file_and_its_source(tmp_path, monkeypatch):
         load_task("leetcode", tmp_path)
     message = str(error.value)
     assert "leetcode/20240121-Jul.jsonl" in message and gone in message and "ZHCODER_DATA" in message
+
+
+def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
+    """Without $ZHCODER_DATA the data folder is ../shared/data next to the checkout: the error says so, in one line,
+    and how to point elsewhere."""
+    monkeypatch.delenv("ZHCODER_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    gone = DataFile("nowhere/file.jsonl", (tmp_path / "nowhere.jsonl").as_uri(), "0" * 64)
+    with pytest.raises(DataUnavailable) as error:
+        fetch(gone)
+    message = str(error.value)
+    assert f"looked in {tasks.default_data_dir() / gone.path}" in message and "\n" not in message
+    assert "(../shared/data next to the checkout, since $ZHCODER_DATA is not set)" in message
+    assert "set ZHCODER_DATA=DIR or pass --data-dir" in message
+    monkeypatch.setenv("ZHCODER_DATA", str(tmp_path))
+    with pytest.raises(DataUnavailable, match=r"looked in .*nowhere/file.jsonl \(\$ZHCODER_DATA\)"):
+        fetch(gone)

@@ -10,8 +10,8 @@
 Verdicts: "passed", "failed: <Exception>: <message>" (one line; the traceback is in stderr), "timed out",
 "out of memory". Linux only.
 
-How a program runs. Starting an interpreter costs more than a HumanEval test, so each worker keeps a helper process
-(`_helper` below): `sys.executable -s -S`, its environment built from scratch (PATH, LANG=C.UTF-8, HOME,
+How a program runs. Starting an interpreter costs more than a HumanEval test, so each worker keeps a helper process:
+`sys.executable -s -S sandbox_helper.py`, its environment built from scratch (PATH, LANG=C.UTF-8, HOME,
 PYTHONHASHSEED=0, one BLAS thread; `-I` is not used only because it would ignore PYTHONHASHSEED), common stdlib
 modules preloaded. Once, the helper enters a user namespace (as root the uid inside is mapped to an unused
 unprivileged uid, so RLIMIT_NPROC binds and root's files are out of reach), with its own mount, network, UTS and pid
@@ -42,7 +42,6 @@ the nonce in memory and forge its own pass. That fakes only its own verdict; it 
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import math
 import os
@@ -94,66 +93,7 @@ class Outcome:
         return self.verdict == "passed"
 
 
-
-# Modules that programs commonly import, loaded once in each helper: a fresh interpreter pays ~5 ms for `typing`
-# alone, more than a HumanEval test takes. (random reseeds itself in each forked child.)
-_PRELOAD = ("typing", "math", "collections", "itertools", "functools", "re", "heapq", "bisect", "string", "hashlib",
-            "copy", "datetime", "random", "operator")
-# Compiled and run once in each helper before it forks (its namespace thrown away): the first compile and exec in
-# an interpreter build lazy state that every forked program would otherwise build again. Shaped like a HumanEval
-# program; it must have no effect outside its own namespace.
-_WARM_UP = """
-from typing import List, Tuple, Optional, Dict, Any
-
-
-def candidate_function(numbers: List[int], threshold: float = 0.5) -> Tuple[int, Optional[str]]:
-    \"\"\" A docstring, as the prompts have.
-    >>> candidate_function([1, 2], 0.5)
-    (3, '3')
-    \"\"\"
-    total, seen, names = 0, set(), {}
-    for index, value in enumerate(sorted(numbers, key=lambda x: -x)):
-        if value in seen or abs(value) < threshold:
-            continue
-        seen.add(value)
-        names[index] = f"{value:>3}".strip().lower()
-        total += value ** 2 % 7 // 1
-    while total > 100:
-        total -= 1
-    try:
-        text = str(total)[::-1] + "".join(c for c in "ab" if c.isalpha()).upper()
-    except (ValueError, TypeError) as error:
-        raise RuntimeError("never") from error
-    squares = [x * x for x in range(3) if x]
-    pairs = {k: v for k, v in zip("ab", (1, 2))}
-    return (total + sum(squares) + len(pairs) + max(names or {0: 0}), text or None)
-
-
-class Box:
-    def __init__(self, items: Dict[str, Any]) -> None:
-        self.items = dict(items)
-
-    def __repr__(self) -> str:
-        return "Box(%r)" % (self.items,)
-
-
-METADATA = {"author": "jt", "dataset": "test"}
-
-
-def check(candidate):
-    assert candidate([1, 2, 3], 0.5)[0] >= 0
-    assert repr(Box({"a": 1})) == "Box({'a': 1})"
-    assert abs(1.0 - 1.0) < 1e-6, "message"
-
-
-check(candidate_function)
-"""
 _USE_NAMESPACES = True  # tests turn it off to exercise the fallback on a machine that has namespaces
-# read unbuffered: nothing past the helper's source may be consumed from fd 0 (the requests follow it there)
-_BOOTSTRAP = ("import os\nsize = source = b''\nwhile not size.endswith(b'\\n'):\n    byte = os.read(0, 1)\n"
-              "    if not byte:\n        raise SystemExit(1)\n    size += byte\nwhile len(source) < int(size):\n"
-              "    chunk = os.read(0, int(size) - len(source))\n    if not chunk:\n        raise SystemExit(1)\n"
-              "    source += chunk\nexec(source)\n")
 _HELPER_TAG = "zhcoder-sandbox-helper"
 
 
@@ -190,12 +130,10 @@ class _Host:
                                                                sys.prefix, sys.base_prefix, sys.exec_prefix]]
         self.tmp_binds = sorted({"/tmp/" + p.split("/")[2] for p in needed if p.startswith("/tmp/")})
         self.cgroup_base = self._find_cgroup_base()
-        self.helper_source = (inspect.getsource(sandbox_helper._helper) + "\n_helper(" + repr(
-            {"reach": self.reach, "tmp_binds": self.tmp_binds, "sys_path": self.sys_path,
-             "tmp": tempfile.gettempdir(), "preload": _PRELOAD,
-             "warm_up": _WARM_UP,
+        self.static = (json.dumps(  # the helper's first line: what it must know of this machine
+            {"reach": self.reach, "tmp_binds": self.tmp_binds, "sys_path": self.sys_path, "tmp": tempfile.gettempdir(),
              "namespaces": _USE_NAMESPACES, "cgroup_base": self.cgroup_base,
-             "interpreter_public": self.interpreter_public}) + ")\n").encode()
+             "interpreter_public": self.interpreter_public}) + "\n").encode()
 
     @staticmethod
     def _find_cgroup_base() -> str | None:
@@ -258,15 +196,16 @@ def _environment() -> dict:
 
 
 class _Helper:
-    """One helper process (see `_helper`): serves one request at a time."""
+    """One helper process (sandbox_helper.py, run as a script): serves one request at a time."""
 
     def __init__(self, host: _Host) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-s", "-S", "-c", _BOOTSTRAP, _HELPER_TAG, f"owner={os.getpid()}"],
+            [sys.executable, "-s", "-S", os.path.abspath(sandbox_helper.__file__), _HELPER_TAG,
+             f"owner={os.getpid()}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_environment(), cwd="/", start_new_session=True,
             close_fds=True)
         self.buffer = bytearray()
-        self.dead = not self._send(b"%d\n" % len(host.helper_source) + host.helper_source)
+        self.dead = not self._send(host.static)
 
     def _send(self, data: bytes) -> bool:
         try:
@@ -361,33 +300,8 @@ _pool = _HelperPool()
 atexit.register(_pool.close)
 
 
-def _kill_cgroups(base: str | None, helper_pid: int) -> None:
-    """The cgroups a killed helper may have left (it makes them only where namespaces are not available)."""
-    if not base:
-        return
-    try:
-        names = [n for n in os.listdir(base) if n.startswith(f"zhcoder-sandbox-{helper_pid}-")]
-    except OSError:
-        return
-    for name in names:
-        path = os.path.join(base, name)
-        for _ in range(500):
-            try:
-                with open(os.path.join(path, "cgroup.procs")) as f:
-                    for pid in f.read().split():
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except OSError:
-                            pass
-                os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.002)
-
-
-def _run_one(program: str, limits: Limits) -> Outcome:
+def run(program: str, limits: Limits = Limits()) -> Outcome:
+    """Run one program in a fresh sandbox and return its verdict, output and duration."""
     host = _get_host()
     started = time.monotonic()
     request = {
@@ -406,7 +320,7 @@ def _run_one(program: str, limits: Limits) -> Outcome:
             _pool.release(helper)
             break
         helper.kill()
-        _kill_cgroups(host.cgroup_base, helper.process.pid)
+        sandbox_helper.remove_cgroups(host.cgroup_base, helper.process.pid)  # what a killed helper left
         if time.monotonic() >= deadline:
             backstop = True
             break
@@ -472,20 +386,8 @@ def _record_isolation(host: _Host, report: dict) -> None:
     with _isolation_lock:
         if _isolation is not None:
             return
-        _isolation = {
-            "network": features.get("network", "none"),
-            "pid_namespace": bool(features.get("pid_namespace")),
-            "user_namespace": bool(features.get("user_namespace")),
-            "mount_namespace": bool(features.get("mount_namespace")),
-            "filesystem": features.get("filesystem", "writable"),
-            "workdir": features.get("workdir"),
-            "proc": features.get("proc", "host"),
-            "uid": features.get("uid"),
-            "process_limit": features.get("process_limit", "none"),
-            "cgroup_base": host.cgroup_base,
-            "interpreter_reach": [target for _, target in host.reach],
-            "notes": report.get("notes", []),
-        }
+        _isolation = {"proc": "host", "uid": None, **features, "cgroup_base": host.cgroup_base,  # as reported
+                      "interpreter_reach": [target for _, target in host.reach], "notes": report.get("notes", [])}
         _log_isolation(_isolation)
 
 
@@ -504,11 +406,6 @@ def _log_isolation(report: dict) -> None:
         sys.stderr.write(f"zhcoder sandbox: weaker isolation on this machine: {', '.join(missing)}"
                          f"{f' [{reason}]' if reason else ''}. See zhcoder.eval.sandbox.isolation_report().\n")
         sys.stderr.flush()
-
-
-def run(program: str, limits: Limits = Limits()) -> Outcome:
-    """Run one program in a fresh sandbox and return its verdict, output and duration."""
-    return _run_one(program, limits)
 
 
 def isolation_report() -> dict:
@@ -552,7 +449,7 @@ class Executor:
                     limit = self.limits if limits is None else next(limits, None)
                     if limit is None:
                         raise ValueError("fewer limits than programs")
-                    future = self._pool.submit(_run_one, program, limit)
+                    future = self._pool.submit(run, program, limit)
                     pending.append(future)
                     unfinished.add(future)
                 if not pending:

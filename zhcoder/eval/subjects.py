@@ -148,7 +148,7 @@ class LocalModel:
 
     def generate(self, work: list[tuple]) -> Iterator[Sample]:
         """work: (problem, completion_id) pairs; yields samples as batches finish."""
-        from ..engine import SamplingParams
+        from ..sampling import SamplingParams
 
         s = self.settings
         template = self.engine.tokenizer.chat_template or "qwen3"

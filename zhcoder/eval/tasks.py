@@ -1,6 +1,6 @@
 """Benchmark tasks: every problem's prompts, stop strings and the exact program that tests a completion.
 
-A `Task` is a list of `Problem`s. `Problem.program(completion=...)` builds the test program the way the
+A `Task` (problems.py) is a list of `Problem`s. `Problem.program(completion=...)` builds the test program the way the
 benchmark's reference harness does; the sandbox runs it, and it passes iff it runs to its end without an
 uncaught exception. Each loader reads one dataset:
 
@@ -21,7 +21,7 @@ uncaught exception. Each loader reads one dataset:
   security-instruct      351  CyberSecEval Python prompts; generated code scanned by CodeShield (security.py)
   security-autocomplete  351  for vulnerabilities, not executed
 
-Data comes from `data_dir` (default $ZHCODER_DATA, else ../shared/data next to the repository), then from
+Data comes from `data_dir` (default $ZHCODER_DATA, else ../shared/data next to the checkout), then from
 $XDG_CACHE_HOME/zhcoder/data, then is downloaded from its pinned source and checked against its sha256.
 
     python -c "from zhcoder.eval.tasks import load_task; print(len(load_task('leetcode').problems))"
@@ -38,10 +38,12 @@ import re
 import tempfile
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .problems import Problem, Task, instruction_en, instruction_zh
 
 TASK_NAMES = ("humaneval", "mbpp", "mbpp-plus", "humaneval-zh", "humaneval-xl-zh", "mbpp-zh", "leetcode", "leetcode-zh",
               "codexglue-java-cs", "codexglue-cs-java", "security-instruct", "security-autocomplete")
@@ -57,47 +59,6 @@ LEETCODE_IMPORTS = "\n".join([
     "import numpy as np", "import string", "from typing import *", "from collections import *",
     "from functools import *",
 ]) + "\n"
-
-
-@dataclass
-class Problem:
-    task_id: str
-    prompt: str                       # completion-mode prompt (base models continue it)
-    instruction: str                  # chat-mode request, in the task's language
-    entry_point: str | None
-    canonical_solution: str | None    # a completion that passes (None where the dataset has none)
-    stop: list[str]                   # stop strings for base-model completion
-    difficulty: str | None = None     # "Easy" | "Medium" | "Hard" (LeetCode)
-    tests: dict[str, str] = field(default_factory=dict, repr=False)  # stage -> test code appended to the code
-    header: str = field(default="", repr=False)                      # lines put before the code (imports)
-    completion_follows_prompt: bool = field(default=True, repr=False)  # False where the prompt is prose (MBPP)
-    reference: str | None = field(default=None, repr=False)    # translation: the reference; security: origin_code
-    category: str | None = None                                 # security tasks: the test case's CWE
-
-    def program(self, completion: str | None = None, solution: str | None = None, stage: str = "default") -> str:
-        """The full test program for a base-model `completion` (appended to the prompt where the prompt is code)
-        or a full `solution` (chat mode); exactly one of the two."""
-        if (completion is None) == (solution is None):
-            raise ValueError(f"{self.task_id}: give exactly one of completion or solution")
-        if stage not in self.tests:
-            raise ValueError(f"{self.task_id}: unknown stage {stage!r} (stages: {', '.join(self.tests)})")
-        if solution is not None:
-            code = solution
-        else:
-            code = self.prompt + completion if self.completion_follows_prompt else completion
-        return self.header + code + "\n" + self.tests[stage]
-
-
-@dataclass
-class Task:
-    name: str
-    problems: list[Problem]
-    timeout_s: float                           # per-program default, recorded with results
-    stages: tuple[str, ...] = ("default",)     # headline = last
-    source: str = ""                           # where the data came from: path or URL @ sha256
-    memory_mb: int = 2048                      # address-space limit per program (Limits.memory_mb)
-    metric: str = "execution"                  # "execution" (sandbox tests), "translation" (BLEU...), "security"
-    target_language: str | None = None         # translation tasks: "cs" or "java"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,7 +133,7 @@ FILES = {
 
 
 def default_data_dir() -> Path:
-    """$ZHCODER_DATA, else ../shared/data next to the repository."""
+    """$ZHCODER_DATA, else ../shared/data next to the checkout."""
     return Path(os.environ.get("ZHCODER_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
@@ -199,7 +160,9 @@ def fetch(file: DataFile, data_dir: str | Path | None = None) -> tuple[Path, str
     cached = cache_dir() / file.path
     if cached.is_file() and sha256_of(cached) == file.sha256:
         return cached, f"{file.url} @ sha256:{file.sha256}"
-    where = f"{local} is missing; get it from {file.url} (sha256 {file.sha256}) or set ZHCODER_DATA"
+    origin = ("--data-dir" if data_dir else "$ZHCODER_DATA" if os.environ.get("ZHCODER_DATA")
+              else "../shared/data next to the checkout, since $ZHCODER_DATA is not set")
+    where = f"{file.path} is missing: looked in {local} ({origin}); set ZHCODER_DATA=DIR or pass --data-dir"
     digest = hashlib.sha256()
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -213,10 +176,11 @@ def fetch(file: DataFile, data_dir: str | Path | None = None) -> tuple[Path, str
                 os.unlink(out.name)
                 raise
     except OSError as error:  # no network, refused, timed out, HTTP errors, unwritable cache
-        raise DataUnavailable(f"{where}; download failed: {error}") from None
+        raise DataUnavailable(f"{where} (the download from {file.url} failed: {error})") from None
     if digest.hexdigest() != file.sha256:
         os.unlink(out.name)
-        raise DataUnavailable(f"{where}; the download has sha256 {digest.hexdigest()}, not {file.sha256}")
+        raise DataUnavailable(f"{where} (the download from {file.url} has sha256 {digest.hexdigest()}, "
+                              f"not {file.sha256})")
     os.replace(out.name, cached)
     return cached, f"{file.url} @ sha256:{file.sha256}"
 
@@ -225,18 +189,6 @@ def read_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Chat-mode requests.
-
-def _instruction_en(problem: str) -> str:
-    return ("Please provide a self-contained Python script that solves the following problem "
-            f"in a markdown code block:\n```python\n{problem.strip()}\n```\n")
-
-
-def _instruction_zh(problem: str) -> str:
-    return f"请在一个 markdown 代码块（```python）中给出解决下面问题的完整、可独立运行的 Python 代码：\n```python\n{problem.strip()}\n```\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,7 +210,7 @@ def load_humaneval(data_dir: str | Path | None = None) -> Task:
     problems = []
     for row in read_jsonl(path):
         problems.append(Problem(
-            task_id=row["task_id"], prompt=row["prompt"], instruction=_instruction_en(row["prompt"]),
+            task_id=row["task_id"], prompt=row["prompt"], instruction=instruction_en(row["prompt"]),
             entry_point=row["entry_point"], canonical_solution=row["canonical_solution"], stop=list(FUNCTION_STOPS),
             tests={"default": row["test"] + "\n" + f"check({row['entry_point']})"}))
     return Task("humaneval", problems, timeout_s=3.0, source=source)
@@ -284,7 +236,7 @@ def load_humaneval_zh(data_dir: str | Path | None = None) -> Task:
         prompt = _humaneval_zh_prompt(row["task_id"], row["prompt"])
         entry_point = re.findall(r"^check\((\w+)\)", row["test"], re.M)[-1]
         problems.append(Problem(
-            task_id=row["task_id"], prompt=prompt, instruction=_instruction_zh(prompt), entry_point=entry_point,
+            task_id=row["task_id"], prompt=prompt, instruction=instruction_zh(prompt), entry_point=entry_point,
             canonical_solution=row["canonical_solution"], stop=list(FUNCTION_STOPS), tests={"default": row["test"]}))
     return Task("humaneval-zh", problems, timeout_s=3.0, source=source)
 
@@ -295,7 +247,7 @@ def load_humaneval_xl_zh(data_dir: str | Path | None = None) -> Task:
     problems = []
     for row in read_jsonl(path):
         problems.append(Problem(
-            task_id=row["task_id"], prompt=row["prompt"], instruction=_instruction_zh(row["prompt"]),
+            task_id=row["task_id"], prompt=row["prompt"], instruction=instruction_zh(row["prompt"]),
             entry_point=row["entry_point"], canonical_solution=row["canonical_solution"], stop=list(FUNCTION_STOPS),
             tests={"default": row["test"] + "\n" + f"check({row['entry_point']})"}))
     return Task("humaneval-xl-zh", problems, timeout_s=3.0, source=source)
