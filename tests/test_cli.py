@@ -74,20 +74,24 @@ def test_complete_json_matches_the_engine(tiny):
                                                 and t < tokenizer.vocab_size])
 
 
-def test_complete_decode_paths_and_quantize(tiny):
-    """--decode fast gives the plain path's greedy tokens; --quantize int8 runs the engine over zhcoder.quant's
-    int8 model, exactly as the library would."""
+def test_complete_no_compile_and_quantize(tiny):
+    """--no-compile runs the one decode path eagerly, with the library's greedy tokens; --quantize int8 runs the
+    engine over zhcoder.quant's int8 model, exactly as the library would."""
     from zhcoder.quant import quantize_model
 
     prompt = "def 加法(a, b):\n    "
     runs = {}
-    for flags in (["--decode", "plain"], ["--decode", "fast", "--no-compile"], ["--quantize", "int8"]):
+    for flags in (["--no-compile"], ["--quantize", "int8"]):
         result = zhcoder("complete", "--model", tiny, prompt, "-n", "8", "--json", "--dtype", "float32", *flags)
         assert result.returncode == 0, result.stderr
         runs[flags[-1]] = json.loads(result.stdout)["token_ids"]
-    assert runs["--no-compile"] == runs["plain"]
+    params = SamplingParams(max_new_tokens=8, token_healing=True)
+    engine = Engine(load_model(tiny, dtype="float32"), Tokenizer.from_dir(tiny))
+    assert runs["--no-compile"] == engine.generate([prompt], params)[0].token_ids
     engine = Engine(quantize_model(load_model(tiny, dtype="float32"), "int8"), Tokenizer.from_dir(tiny))
-    assert runs["int8"] == engine.generate([prompt], SamplingParams(max_new_tokens=8, token_healing=True))[0].token_ids
+    assert runs["int8"] == engine.generate([prompt], params)[0].token_ids
+    gone = zhcoder("complete", "--model", tiny, prompt, "--decode", "plain")          # one decode path: no choice
+    assert gone.returncode == 2 and "No such option: --decode" in gone.stderr
 
 
 def test_complete_reads_file_and_stdin_and_streams(tiny, tmp_path):
@@ -114,6 +118,84 @@ def test_chat_streams_and_handles_commands(tiny):
     assert result.returncode == 0, result.stderr
     assert "(system prompt set; conversation cleared)" in result.stdout
     assert "(conversation cleared)" in result.stdout
+
+
+def test_chat_refuses_an_unknown_template_before_the_first_message(tiny):
+    result = zhcoder("chat", "--model", tiny, "--template", "qwen9", stdin="")     # no message is ever sent
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--template must be one of qwen2.5, qwen3, qwen3-coder, not 'qwen9'" in result.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line_exit_2():
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = zhcoder("serve", "--model", "/nonexistent", "--port", port)       # refused before any loading
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"zhcoder: error: port {port} on 127.0.0.1 is in use")
+
+
+def help_text(*verb) -> str:
+    from typer.testing import CliRunner
+
+    from zhcoder.cli import app
+
+    result = CliRunner().invoke(app, [*verb, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_settings_options_are_every_field_with_its_default():
+    """A setting is declared once, as a dataclass field: `train pretrain` and `data build` offer each field as an
+    option, with its help and its default."""
+    import dataclasses
+
+    from zhcoder.data.config import BuildConfig, RunConfig
+    from zhcoder.data.filters import FilterConfig
+    from zhcoder.train.config import TrainConfig
+
+    train = help_text("train", "pretrain")
+    for field in dataclasses.fields(TrainConfig):
+        if field.metadata.get("cli") is False:
+            continue
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-")).split("/")[0]
+        assert flag in train and field.metadata["help"].split(" (")[0] in train, field.name
+    for shown in ("--seq-len <int> tokens per packed sequence [default: 2048]", "[default: 0.95]",
+                  "--lora / --full", "[default: full]", "--lr <float> peak learning rate [default: (stage default: "
+                  "pretrain 0.0003, sft 2e-05)]", "--config", "--resume-from", "--selective-checkpointing"):
+        assert shown in train, shown
+    build = help_text("data", "build")
+    for cls in (BuildConfig, FilterConfig, RunConfig):
+        for field in dataclasses.fields(cls):
+            if field.metadata.get("cli") is not False:
+                assert field.metadata.get("flag", "--" + field.name.replace("_", "-")) in build, field.name
+    for shown in ("--time <str> Slurm time limit per task [default: 04:00:00]", "--max-line-length <int> longest "
+                  "line allowed, in characters (0: off) [default: 1000]", "--validation-fraction <float>",
+                  "[default: 0.005]", "--no-decontaminate"):
+        assert shown in build, shown
+
+
+def test_a_toml_setting_is_kept_unless_a_flag_is_given(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import zhcoder.train.loop
+    from zhcoder.cli import app
+
+    seen = []
+    monkeypatch.setattr(zhcoder.train.loop, "train", lambda config, resume: seen.append(config) or {})
+    (tmp_path / "run.toml").write_text("steps = 7\nlr = 0.5\nlora_targets = [\"q_proj\"]\n[model]\nhidden_size = 64\n")
+    base = ["train", "sft", "--data", "d", "--out", "o", "--model", "m", "--config", str(tmp_path / "run.toml")]
+    for extra in ([], ["--lr", "0.25"], ["--lora-targets", "q_proj,v_proj", "--lora"]):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 0, result.output
+    first, flagged, listed = seen
+    assert (first.steps, first.lr, first.lora_targets, first.stage) == (7, 0.5, ["q_proj"], "sft")
+    assert first.model_overrides == {"hidden_size": 64} and first.batch_size == 8        # the field's default
+    assert (flagged.steps, flagged.lr) == (7, 0.25)                                     # the flag wins
+    assert listed.lora_targets == ["q_proj", "v_proj"] and listed.lora and not first.lora
 
 
 @pytest.mark.parametrize("args, message", [

@@ -281,6 +281,8 @@ def test_an_interrupted_build_resumes_to_the_same_shards(tmp_path):
 def test_bad_input_gets_one_error_line(tmp_path):
     missing = zhcoder("data", "build", tmp_path / "nope", "--tokenizer", "qwen", "--out", tmp_path / "o")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert f"source {tmp_path / 'nope'} does not exist" in missing.stderr and "SRC" not in missing.stderr
+    assert not (tmp_path / "o").exists()                         # inputs are checked before anything is created
     (tmp_path / "notes.txt").write_text("x")
     wrong = zhcoder("data", "build", tmp_path / "notes.txt", "--tokenizer", "qwen", "--out", tmp_path / "o")
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "folder" in wrong.stderr
@@ -292,6 +294,25 @@ def test_bad_input_gets_one_error_line(tmp_path):
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
     no_tok = zhcoder("data", "build", tmp_path / "src", "--tokenizer", tmp_path, "--out", tmp_path / "o2")
     assert no_tok.returncode == 2 and "tokenizer.json" in no_tok.stderr
+
+
+def test_a_build_that_never_started_does_not_block_the_corrected_command(tmp_path):
+    """A build that fails before its first stage (here: loading the eval sets for decontamination) leaves nothing
+    that refuses the next command as "a build with other settings"; a small corpus's empty validation split is
+    reported with the flag that sets it."""
+    folders = corpus(tmp_path / "src", repos=1, files=3)
+    out = tmp_path / "out"
+    failed = zhcoder("data", "build", *folders, "--tokenizer", "qwen", "--out", out, "--data-dir", DATA_DIR,
+                     "--decontaminate-tasks", "humaneval,nosuchtask", "--tasks", "1", "--workers", "1")
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "nosuchtask" in failed.stderr
+    assert not out.exists()
+    out.mkdir()                                                  # the same with an --out folder the user made
+    failed = zhcoder("data", "build", *folders, "--tokenizer", "qwen", "--out", out, "--data-dir", DATA_DIR,
+                     "--decontaminate-tasks", "nosuchtask", "--tasks", "1", "--workers", "1")
+    assert failed.returncode == 2 and out.is_dir() and not list(out.iterdir())
+    fixed = build(folders, out, "--decontaminate-tasks", "humaneval", "--tasks", "1", "--workers", "1")
+    assert "kept" in fixed.stdout
+    assert "zhcoder: warning: the validation split is empty" in fixed.stderr and "--validation-fraction" in fixed.stderr
 
 
 FAKE_SBATCH = """\

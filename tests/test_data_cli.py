@@ -54,3 +54,16 @@ def test_data_sft_builds_masked_shards(tmp_path):
         tokens, mask = dataset[i]
         trained.add(tokenizer.decode([t for t, m in zip(tokens, mask) if m]))
     assert trained == {"def add(a, b):\n    return a + b<|im_end|>", "s[::-1]<|im_end|>", "你好<|im_end|>"}
+
+
+def test_data_sft_warns_of_an_empty_validation_split(tmp_path):
+    rows = [{"instruction": f"把 {i} 乘以二", "output": f"print({i} * 2)"} for i in range(5)]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    Tokenizer.qwen().save(tmp_path / "tok", chat_template=None)
+    result = zhcoder("data", "sft", data, "--tokenizer", tmp_path / "tok", "--out", tmp_path / "out",
+                     "--template", "qwen2.5", "--validation-fraction", "0.01")    # the same flag as `data build`
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["validation_samples"] == 0
+    assert "zhcoder: warning: the validation split is empty: 5 kept rows" in result.stderr
+    assert "raise --validation-fraction" in result.stderr

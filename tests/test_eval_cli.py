@@ -32,7 +32,7 @@ def test_json_contract_and_published_number(humaneval_run):
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["task"] == "humaneval" and summary["n_tasks"] == 164
-    assert summary["passed"] == 72 and round(summary["pass@1"], 1) == 43.9
+    assert summary["passed"] == 72 and summary["pass@1"] == 43.9          # rounded as the text output rounds
     assert summary["limits"]["timeout_s"] > 0
     assert json.loads((out / "summary.json").read_text())["passed"] == 72
 
@@ -99,8 +99,14 @@ def test_report_renders_table_and_chart(humaneval_run, tmp_path):
                      "--out", codefuse, "--name", "CodeFuse-13B", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["passed"] == 61
-    report = zhcoder("eval", "report", out, codefuse, "--md", tmp_path / "r.md", "--png", tmp_path / "r.png")
+    again = zhcoder("eval", "humaneval", "--samples", DATA / "samples" / "codefuse-13b-humaneval_result_python.jsonl",
+                    "--out", codefuse)                   # a rerun without --name: the name stays, no 0/0 bar
+    assert again.returncode == 0, again.stderr
+    assert "already scored" in again.stdout and "0/0" not in again.stdout
+    assert json.loads((codefuse / "summary.json").read_text())["name"] == "CodeFuse-13B"
+    report = zhcoder("report", out, codefuse, "--md", tmp_path / "r.md", "--png", tmp_path / "r.png")
     assert report.returncode == 0, report.stderr
+    assert "markdown:" not in report.stdout              # only the table and the chart were asked for
     table = (tmp_path / "r.md").read_text()
     assert "| humaneval-generated.jsonl | 43.9 |" in table
     assert "| CodeFuse-13B | 37.2 |" in table
@@ -152,7 +158,9 @@ def test_usage_errors(tmp_path):
          "give one of --samples"),
         (["eval", "nosuchtask", "--samples", QWEN_HE, "--out", tmp_path], "unknown task"),
         (["eval", "humaneval", "--samples", QWEN_HE], "--out DIR is required"),
-        (["eval", "report", tmp_path / "missing"], "no summary.json"),
+        (["eval", "humanevel", "--samples", QWEN_HE], "unknown task 'humanevel'; choose one of humaneval, mbpp"),
+        (["report", tmp_path / "missing"], "no summary.json"),
+        (["eval", "report", tmp_path], "is now `zhcoder report FOLDERS..."),
     ]:
         result = zhcoder(*args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)

@@ -1,6 +1,7 @@
 """LoRA through PEFT: zhcoder's adapters load in transformers + peft, theirs load in zhcoder, merging is exact."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,10 +40,11 @@ def trained(tmp_path_factory):
     (root / "chat.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     zhcoder("data", "sft", root / "chat.jsonl", "--tokenizer", root / "base", "--out", root / "data", "--template",
             "qwen2.5", "--val-fraction", "0")
-    zhcoder("train", "sft", "--model", root / "base", "--data", root / "data", "--out", root / "run", "--lora",
+    run = zhcoder("train", "sft", "--model", root / "base", "--data", root / "data", "--out", root / "run", "--lora",
             "--lora-r", "4", "--lora-alpha", "8", "--steps", "4", "--lr", "2e-2", "--warmup-steps", "1",
             "--seq-len", "128", "--batch-size", "2", "--save-every", "2")          # two saves: the second
     assert sorted(p.name for p in (root / "run" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    assert re.search(r"parameters \(LoRA: [\d,]+ trainable, \d+\.\d\d%\)", run.stdout), run.stdout   # the header
     return root
 
 
@@ -81,7 +83,10 @@ def test_transformers_peft_adapter_loads_in_zhcoder(trained, tmp_path):
 
 
 def test_merged_checkpoint_gives_the_adapter_on_logits(trained):
-    zhcoder("lora", "merge", trained / "base", trained / "run" / "final", trained / "merged", "--dtype", "float32")
+    merged = zhcoder("lora", "merge", trained / "base", trained / "run" / "final", trained / "merged", "--dtype",
+                     "float32")
+    assert f"wrote {trained / 'merged'}: " in merged.stdout and "model.safetensors" in merged.stdout
+    assert "(float32 weights of" in merged.stdout                          # says what it wrote
     ours = load_adapter(load_model(trained / "base", dtype="float32"), trained / "run" / "final").eval()
     merged = load_model(trained / "merged", dtype="float32")
     with torch.no_grad():

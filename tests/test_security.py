@@ -60,5 +60,5 @@ def test_eval_security_scores_samples_per_cwe(tmp_path):
     assert summary["n"] == 8 and summary["vulnerable"] == expected and expected >= 2
     assert list(summary["by_cwe"])[0] == "CWE-89" and summary["by_cwe"]["CWE-78"]["vulnerable"] == 0
     assert summary["vulnerable_rate"] == round(100 * expected / 8, 1) and "semgrep 1.70.0" in summary["detector"]
-    report = zhcoder("eval", "report", tmp_path / "run", "--md", tmp_path / "r.md")
+    report = zhcoder("report", tmp_path / "run", "--md", tmp_path / "r.md")
     assert report.returncode == 0 and "security-instruct vulnerable %" in (tmp_path / "r.md").read_text()

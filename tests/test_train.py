@@ -198,6 +198,7 @@ def test_a_validation_split_smaller_than_one_batch_is_still_scored(corpus, tmp_p
     batch = 2 * validation // 128 + 1                    # one batch of 128-token rows holds the split twice over
     result = ok(pretrain(corpus, tmp_path / "run", "--steps", "2", "--batch-size", batch, "--eval-every", "2"))
     assert "step 2 | validation loss" in result.stdout
+    assert "warning: --steps 2 ends inside the warm-up (--warmup-steps 4)" in result.stderr   # tiny.toml's warm-up
 
 
 def test_code_aware_attention_trains_and_is_saved(corpus, tmp_path):

@@ -46,7 +46,7 @@ def test_eval_task_scores_a_line_file_and_lands_in_the_report(tmp_path):
     assert (summary["bleu"], summary["exact_match"], summary["n_problems"]) == (77.49, 56.1, 1000)
     rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert sum(row["passed"] for row in rows) == 561
-    report = zhcoder("eval", "report", tmp_path / "run", "--md", tmp_path / "report.md")
+    report = zhcoder("report", tmp_path / "run", "--md", tmp_path / "report.md")
     assert report.returncode == 0, report.stderr
     assert "codexglue-java-cs BLEU" in (tmp_path / "report.md").read_text()
     (tmp_path / "short.output").write_text("\n".join(read_lines(CODEXGLUE / "java-cs-model1.output")[:999]))

@@ -11,6 +11,7 @@ Modules:
     transforms.py  secrets and personal-data redaction; FIM (PSM / SPM) and repo-level samples
     dedup.py    exact (normalised sha256) and near-duplicate (MinHash LSH through datasketch) removal
     decontaminate.py  13-word n-gram overlap with every evaluation set's prompts and solutions
+    config.py   the settings of `data build` (BuildConfig, RunConfig), declared once: the CLI's options come from them
     build.py    `zhcoder data build`: plans the inputs, runs four datatrove stages (clean, dedup, tokenize, merge)
                 on the local, Slurm or Ray executor, writes shards, stats.json and removed.jsonl (docs/data.md)
     steps.py    the datatrove pipeline steps of the build (readers, language id, filters, redaction,

@@ -2,7 +2,7 @@
 
     zhcoder data build ~/src/myrepo ~/src/other corpus.jsonl --tokenizer qwen --out data/pretrain
     zhcoder data build ... --workers 16                              # local processes (default: all cores)
-    zhcoder data build ... --executor slurm --partition cpu --time 04:00:00 --venv .venv/bin/activate
+    zhcoder data build ... --executor slurm --partition cpu --time 04:00:00 --env-command "source .venv/bin/activate"
     zhcoder data build ... --executor ray                            # on the cluster `ray.init()` connects to
 
 SRC is a folder (every file under it; in a git work tree only the files git tracks), or a JSONL / Parquet file of
@@ -31,7 +31,8 @@ id and `--seed`), so they do not depend on the order documents are processed in 
 
 Resuming: datatrove marks each finished task (OUT/work/logs/<stage>/completions); running the same command again
 skips finished tasks and stages, so an interrupted build continues where it stopped. OUT/work/config.json holds
-the settings: a different command on the same OUT is refused (use `--restart` to start over). Token shards become
+the settings: a different command on the same OUT is refused (use `--restart` to start over), unless the
+build there never started a stage (it failed while checking its inputs or loading the eval sets). Token shards become
 visible only through an index.json written last (atomically); OUT/train/index.json says "complete": true only
 when the whole build is done, and zhcoder.data.shards refuses an incomplete split.
 
@@ -63,7 +64,7 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from zhcoder import ZhcoderError
-from zhcoder.data.filters import FilterConfig
+from zhcoder.data.config import BuildConfig, RunConfig  # noqa: F401 (the settings, declared there)
 from zhcoder.data.steps import (CodeFilters, Decontaminate, DedupIndex, FileReader, LanguageId, Merge,
                                 RecordAdapter, Redact, Signatures, SPLITS, Source, Tokenize)
 from zhcoder.data.shards import write_json_atomic
@@ -72,55 +73,6 @@ RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".mypy_cache"})
 TASK_BYTES = 128 * 2**20      # one task per 128 MiB of input ...
 MIN_TASKS = 8                 # ... and at least this many, so a small corpus still spreads over the cores
-
-
-@dataclasses.dataclass
-class BuildConfig:
-    """Everything a build depends on; saved as OUT/work/config.json (a rerun must match it)."""
-
-    sources: list[str]
-    tokenizer: str
-    out: str
-    tasks: int = 0                        # 0: from the input size (see module docstring)
-    filters: dict = dataclasses.field(default_factory=lambda: dataclasses.asdict(FilterConfig()))
-    redact: bool = True
-    decontaminate: bool = True
-    decontaminate_n: int = 13
-    decontaminate_tasks: tuple[str, ...] | None = None   # None: zhcoder.data.decontaminate.DEFAULT_TASKS
-    data_dir: str | None = None                          # where the eval sets live (zhcoder.eval.tasks)
-    dedup: bool = True
-    near_threshold: float = 0.85
-    shingle_size: int = 5
-    num_perm: int = 128
-    fim_rate: float = 0.5
-    spm_rate: float = 0.5
-    repo_level: bool = False
-    repo_max_chars: int = 131_072
-    validation_fraction: float = 0.005
-    seed: int = 0
-    shard_tokens: int = 2**26
-    text_field: str | None = None
-    path_field: str | None = None
-    repo_field: str | None = None
-    language_field: str | None = None
-
-    def check(self) -> None:
-        if not self.sources:
-            raise ValueError("give at least one SRC (a folder, a .jsonl or a .parquet file)")
-        for name in ("fim_rate", "spm_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"--validation-fraction must lie in [0, 1), got {self.validation_fraction}")
-        if not 0.0 < self.near_threshold <= 1.0:
-            raise ValueError(f"--near-threshold must lie in (0, 1], got {self.near_threshold}")
-        if self.shingle_size < 1 or self.num_perm < 16 or self.decontaminate_n < 1:
-            raise ValueError("--shingle-size and --decontaminate-n must be >= 1, --num-perm >= 16")
-        if self.tasks < 0 or self.repo_max_chars < 1 or self.shard_tokens < 1:
-            raise ValueError("--tasks must be >= 0, --repo-max-chars and --shard-tokens >= 1")
-        FilterConfig(**self.filters)       # unknown filter names raise TypeError early
-        if self.decontaminate_tasks is not None:
-            self.decontaminate_tasks = tuple(self.decontaminate_tasks)
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -164,7 +116,7 @@ def plan_sources(sources: Iterable[str]) -> list[Source]:
     for raw in sources:
         path = Path(raw).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"SRC {raw} does not exist")
+            raise FileNotFoundError(f"source {raw} does not exist (give folders, .jsonl or .parquet files)")
         path = path.resolve()
         if path.is_dir():
             names[path.name] += 1
@@ -175,7 +127,7 @@ def plan_sources(sources: Iterable[str]) -> list[Source]:
         elif path.name.endswith(RECORD_SUFFIXES):
             planned.append(Source("jsonl", str(path), ""))
         else:
-            raise ValueError(f"SRC {raw} is neither a folder nor a .jsonl(.gz/.zst) or .parquet file")
+            raise ValueError(f"source {raw} is neither a folder nor a .jsonl(.gz/.zst) or .parquet file")
     return planned
 
 
@@ -212,32 +164,30 @@ class BuildError(ZhcoderError):
 
 
 def prepare(config: BuildConfig, restart: bool = False) -> dict:
-    """Check the settings, create OUT/work, write config.json, the manifest and plan.json (tasks, files, bytes).
-    A rerun with the same settings reuses them; different settings are refused unless `restart`."""
+    """Check the settings and inputs, then create OUT/work, write config.json, the manifest and plan.json (tasks,
+    files, bytes). A rerun with the same settings reuses them; different settings are refused unless `restart`,
+    or unless the earlier build never started (OUT/work/logs absent): then it is simply replaced."""
     config.check()
+    sources = plan_sources(config.sources)         # inputs first: a bad one leaves nothing behind
+    if config.tokenizer != "qwen" and not Path(config.tokenizer, "tokenizer.json").is_file():
+        raise FileNotFoundError(f"no tokenizer.json in {config.tokenizer} (give a tokenizer folder or 'qwen')")
     out = Path(config.out)
     work = out / "work"
     saved = work / "config.json"
-    if restart and saved.exists():                   # only ever delete what a build wrote
-        for name in ("work", *SPLITS):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("stats.json", "removed.jsonl"):
-            (out / name).unlink(missing_ok=True)
     settings = json.loads(json.dumps(dataclasses.asdict(config)))        # as saved: tuples become lists
     if saved.exists():
         previous = json.loads(saved.read_text(encoding="utf-8"))
-        if previous != settings:
+        if restart or (previous != settings and not started(out)):       # only ever delete what a build wrote
+            discard(out)
+        elif previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise ValueError(f"{out} holds a build with other settings ({', '.join(changed)}); "
                              "use the same command to resume it, --restart to start over, or another --out")
-        plan = json.loads((work / "plan.json").read_text(encoding="utf-8"))
-        return plan
+        else:
+            return json.loads((work / "plan.json").read_text(encoding="utf-8"))
     if out.exists() and any(p.name != "work" for p in out.iterdir()):
         raise ValueError(f"--out {out} exists and is not a zhcoder data build; choose an empty or new folder")
     work.mkdir(parents=True, exist_ok=True)
-    sources = plan_sources(config.sources)
-    if config.tokenizer != "qwen" and not Path(config.tokenizer, "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {config.tokenizer} (give a tokenizer folder or 'qwen')")
     files, size = write_manifest(sources, work / "manifest.jsonl")
     tasks = config.tasks or max(MIN_TASKS, math.ceil(size / TASK_BYTES))
     plan = {"tasks": tasks, "files": files, "bytes": size, "sources": [dataclasses.asdict(s) for s in sources],
@@ -245,6 +195,19 @@ def prepare(config: BuildConfig, restart: bool = False) -> dict:
     write_json_atomic(work / "plan.json", plan)
     write_json_atomic(saved, settings)                 # last: marks a valid plan
     return plan
+
+
+def started(out: Path) -> bool:
+    """Whether a stage of the build in `out` ever ran (or was submitted): it has logs."""
+    return (out / "work" / "logs").exists()
+
+
+def discard(out: Path) -> None:
+    """Delete a build's own files in `out` (never anything else there)."""
+    for name in ("work", *SPLITS):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("stats.json", "removed.jsonl"):
+        (out / name).unlink(missing_ok=True)
 
 
 def pipelines(config: BuildConfig, plan: dict) -> dict[str, tuple[list, int]]:
@@ -356,8 +319,16 @@ def build(config: BuildConfig, *, workers: int | None = None, executor: str = "l
     from datatrove.utils.logging import logger
     from tqdm import tqdm
 
+    out, existed = Path(config.out), Path(config.out).exists()
     plan = prepare(config, restart=restart)
-    chain = executors(config, plan, executor, workers, executor_options)
+    try:
+        chain = executors(config, plan, executor, workers, executor_options)    # loads the eval sets: may fail
+    except BaseException:
+        if not started(out):                    # a build that never started must not block the next command
+            discard(out)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
     if executor == "slurm":
         chain[-1][1].run()                      # submits every stage, each depending on the previous one
         return None
@@ -376,6 +347,14 @@ def build(config: BuildConfig, *, workers: int | None = None, executor: str = "l
             from datatrove.utils.logging import setup_default_logger
             setup_default_logger()
     return json.loads(Path(config.out, "stats.json").read_text(encoding="utf-8"))
+
+
+def warnings(stats: dict, config: BuildConfig) -> list[str]:
+    """What a user should know about a finished build: an empty validation split."""
+    if config.validation_fraction > 0 and stats["splits"]["validation"]["n_tokens"] == 0:
+        return [f"the validation split is empty: {stats['kept_files']:,} kept files x --validation-fraction "
+                f"{config.validation_fraction:g} held out none; raise --validation-fraction to get one"]
+    return []
 
 
 def summary(stats: dict) -> str:

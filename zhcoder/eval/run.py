@@ -96,7 +96,7 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
             return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
         results = RowFile(out / "results.jsonl")
         todo = [s for s in sample_list if not results.done(s.task_id, s.completion_id)]
-        bar = progress.add_task(f"executing {task.name}", total=len(todo))
+        bar = _bar(progress, f"executing {task.name}", todo, out)
         programs = [by_id[s.task_id].program(completion=s.completion, solution=s.solution, stage=stage)
                     for s in todo for stage in task.stages]
         try:
@@ -117,6 +117,15 @@ def evaluate(task_name: str, out: str | Path, *, samples: str | None = None, sub
     difficulties = {p.task_id: p.difficulty for p in problems}
     summary = {"task": task.name, **summarize(rows, list(by_id), difficulties, task.stages)}
     return _finish(summary, out, request, samples, subject, name, limits, task, settings, sample_list)
+
+
+def _bar(progress, description: str, todo: list, out: Path):
+    """A progress bar over `todo`; none when a resumed run has nothing left (a 0/0 bar says nothing)."""
+    if not todo:
+        if not progress.disable:
+            progress.console.print(f"{out}: every sample is already scored (the summary is rewritten)")
+        return None
+    return progress.add_task(description, total=len(todo))
 
 
 def _line_samples(path, problems: list, limit: int | None) -> list[Sample]:
@@ -163,7 +172,7 @@ def _security_summary(task, problems: list, sample_list: list[Sample], out: Path
 
     results = RowFile(out / "results.jsonl")
     todo = [s for s in sample_list if not results.done(s.task_id, s.completion_id)]
-    bar = progress.add_task(f"scanning {task.name}", total=len(todo))
+    bar = _bar(progress, f"scanning {task.name}", todo, out)
     try:
         for start in range(0, len(todo), 16):
             batch = todo[start:start + 16]
@@ -181,6 +190,9 @@ def _security_summary(task, problems: list, sample_list: list[Sample], out: Path
 
 def _finish(summary: dict, out: Path, request: dict, samples, subject, name, limits, task, settings,
             sample_list) -> dict:
+    earlier = out / "summary.json"               # a rerun without --name keeps the name the run was given
+    if name is None and earlier.is_file():
+        name = json.loads(earlier.read_text(encoding="utf-8")).get("name")
     summary.update({
         "subject": request.get("samples") or request.get("subject"),
         "name": name or (Path(samples).name if samples else subject.label),

@@ -30,123 +30,21 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zhcoder import ZhcoderError
 from zhcoder.data.shards import IGNORE_INDEX, PackedSequences, TokenDataset, read_index
 from zhcoder.train import sharded
 from zhcoder.train import state as ckpt
-from zhcoder.train.lora import DEFAULT_TARGETS
+from zhcoder.train.config import RESUMABLE_CHANGES, TrainConfig, TrainError, load_toml  # noqa: F401 (the API)
 
-STAGE_DEFAULTS = {
-    # continued pre-training: Qwen2.5-Coder / StarCoder-style peak lr for small models, 0.1 weight decay
-    "pretrain": {"lr": 3e-4, "warmup_steps": 100, "weight_decay": 0.1},
-    # SFT: a gentle lr (full fine-tuning); LoRA runs usually want ~1e-4 to 2e-4 (set --lr)
-    "sft": {"lr": 2e-5, "warmup_steps": 20, "weight_decay": 0.0},
-}
 # Dense bf16 peak FLOP/s for MFU (vendor data sheets); other devices need --peak-tflops.
 PEAK_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "RTX 4090": 165.2}
-RESUMABLE_CHANGES = {"steps", "save_every", "eval_every", "log_every", "keep_last", "time_limit"}
 FIT_AFTER = 10            # steps timed (after the first, which compiles) before a time limit shortens the schedule
-
-
-class TrainError(ZhcoderError):
-    """A training run that cannot start or go on, with what to change."""
-
-
-@dataclass
-class TrainConfig:
-    stage: str = "pretrain"                 # pretrain | sft
-    data: str = ""                          # a `data build` / `data sft` folder (train/, validation/)
-    out: str = ""                           # the run folder
-    model: str | None = None                # HF checkpoint to start from
-    preset: str | None = None               # ... or a published shape with random weights (pretrain only)
-    model_overrides: dict = field(default_factory=dict)   # e.g. {"num_hidden_layers": 4} for a preset
-    tokenizer: str | None = None            # default: the model's tokenizer, else Qwen's
-    seq_len: int = 2048
-    batch_size: int = 8                     # sequences per micro-batch per process
-    grad_accum: int = 1
-    steps: int = 1000
-    lr: float | None = None                 # None: the stage default
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None
-    weight_decay: float | None = None
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    precision: str = "auto"                 # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    gradient_checkpointing: bool | str = False   # True / "full": recompute each layer; "selective": all but matmuls
-    compile: bool = False                        # torch.compile each decoder layer
-    seed: int = 0
-    save_every: int = 500
-    keep_last: int = 2
-    eval_every: int = 200
-    eval_batches: int = 16
-    log_every: int = 1
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: list = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    code_aware_attention: bool = False
-    peak_tflops: float | None = None
-    time_limit: float | None = None         # seconds of training: the schedule is shortened to fit, then a hard stop
-
-    def resolve(self) -> "TrainConfig":
-        if self.stage not in STAGE_DEFAULTS:
-            raise TrainError(f"stage must be pretrain or sft, got {self.stage!r}")
-        for key, value in STAGE_DEFAULTS[self.stage].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if not self.data or not self.out:
-            raise TrainError("--data and --out are required")
-        if bool(self.model) == bool(self.preset):
-            raise TrainError("give exactly one of --model (a checkpoint) or --preset (random weights)")
-        if self.preset and self.stage == "sft":
-            raise TrainError("SFT starts from a trained checkpoint: give --model")
-        if self.lora and self.preset:
-            raise TrainError("LoRA needs a trained base: give --model, not --preset")
-        if self.lora and self.code_aware_attention:
-            raise TrainError("--code-aware-attention trains new biases that a LoRA adapter file cannot hold: "
-                             "add them in a full (--full) run")
-        if min(self.seq_len, self.batch_size, self.grad_accum, self.steps, self.save_every, self.eval_every,
-               self.log_every) < 1:
-            raise TrainError("seq_len, batch_size, grad_accum, steps, save_every, eval_every and log_every must be >= 1")
-        if self.gradient_checkpointing not in (False, True, "full", "selective"):
-            raise TrainError(f"gradient_checkpointing must be true, false, \"full\" or \"selective\", got "
-                             f"{self.gradient_checkpointing!r}")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise TrainError(f"time_limit must be a positive number of seconds, got {self.time_limit}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        return self
-
-
-def load_toml(path: str | Path) -> dict:
-    """Settings from a TOML file: top-level keys are TrainConfig fields; a [model] table becomes model_overrides."""
-    try:
-        import tomllib
-    except ImportError:                                     # Python 3.10
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no config file {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise TrainError(f"{path} is not valid TOML: {error}") from None
-    if "model" in data and isinstance(data["model"], dict):
-        data["model_overrides"] = data.pop("model")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise TrainError(f"{path}: unknown settings {', '.join(unknown)}")
-    return data
 
 
 # ----------------------------------------------------------------------------------------------- processes
@@ -328,6 +226,10 @@ class Trainer:
         if resume:
             config = self._resumed_config(config)
         self.config = config.resolve()
+        if self.dist.main and self.config.warmup_steps > self.config.steps:
+            print(f"warning: --steps {self.config.steps} ends inside the warm-up (--warmup-steps "
+                  f"{self.config.warmup_steps}): the learning rate never reaches --lr {self.config.lr:g}",
+                  file=sys.stderr)
         self.tokenizer = load_tokenizer(self.config)
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.config, self.tokenizer, torch.device("cpu"))
@@ -557,9 +459,12 @@ class Trainer:
         config = self.config
         last: dict[str, Any] = {}
         tokens_per_step = config.seq_len * config.batch_size * config.grad_accum * self.dist.world
-        self.console(f"training {config.stage}: {self.model_config.num_parameters():,} parameters"
-                     f"{' (LoRA)' if config.lora else ''}, {self.dist.world} process(es) on {self.dist.device.type}, "
-                     f"{tokens_per_step:,} tokens per step, steps {self.step + 1}..{config.steps}")
+        total = self.model_config.num_parameters()
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if config.lora else total
+        lora = f" (LoRA: {trainable:,} trainable, {trainable / total:.2%})" if config.lora else ""
+        self.console(f"training {config.stage}: {total:,} parameters{lora}, {self.dist.world} process(es) on "
+                     f"{self.dist.device.type}, {tokens_per_step:,} tokens per step, "
+                     f"steps {self.step + 1}..{config.steps}")
         began, first_step, step_times = time.perf_counter(), self.step, []
         while self.step < config.steps:
             start = time.perf_counter()

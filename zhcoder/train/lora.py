@@ -12,8 +12,10 @@ the other's adapters on the same base checkpoint (tests/test_lora.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:                  # light to import: zhcoder.train.config (the CLI's options) reads DEFAULT_TARGETS
+    from torch import nn
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

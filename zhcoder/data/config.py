@@ -1,0 +1,111 @@
+"""The settings of `zhcoder data build`, declared once: `BuildConfig` (what the output depends on, saved as
+OUT/work/config.json) and `RunConfig` (how the build runs: executor and resources). The command line generates
+its options from these fields and from zhcoder.data.filters.FilterConfig (zhcoder.cli.settings). Light on purpose
+(no datatrove): the command line imports it to build its options.
+
+    zhcoder data build --help                      # every field, its help and its default
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from zhcoder.data.filters import FilterConfig
+
+
+def _setting(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MISSING, **extra):
+    return field(default=default, default_factory=factory, metadata={"help": help, **extra})
+
+
+# FilterConfig's thresholds as options (zhcoder.data.filters gives each default's source)
+FILTER_HELP = {
+    "max_line_length": "longest line allowed, in characters",
+    "max_mean_line_length": "mean line length allowed",
+    "min_alphanumeric_fraction": "least share of letters and digits",
+    "min_chars": "least non-whitespace characters",
+    "max_bytes": "largest UTF-8 size of a file",
+    "max_lines": "most lines in a file",
+    "auto_generated_lines": "first lines searched for auto-generated markers",
+    "auto_generated_markers": "comma-separated auto-generated markers (case-insensitive)",
+    "minified_languages": "comma-separated languages checked for minified code",
+    "minified_mean_line_length": "mean line length above which such a file is minified",
+    "minified_min_longest_line": "... when its longest line is at least this long",
+}
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build's output depends on; saved as OUT/work/config.json (a rerun must match it)."""
+
+    sources: list[str] = _setting(help="folders, .jsonl or .parquet files", cli=False)   # the command's arguments
+    tokenizer: str = _setting(help="a folder with tokenizer.json, or 'qwen'")
+    out: str = _setting(help="output folder: train/, validation/, stats.json, removed.jsonl")
+    tasks: int = _setting(0, "tasks per stage (0: 8, or one per 128 MiB of input)")
+    filters: dict = _setting(factory=lambda: dataclasses.asdict(FilterConfig()), cli=False)   # FilterConfig's fields
+    redact: bool = _setting(True, "replace secrets and personal data")
+    decontaminate: bool = _setting(True, "drop files sharing an n-gram with an evaluation set")
+    decontaminate_n: int = _setting(13, "n-gram length in words")
+    decontaminate_tasks: tuple[str, ...] | None = _setting(None, "comma-separated eval sets", default_text="all")
+    data_dir: str | None = _setting(None, "where the eval sets are", default_text="$ZHCODER_DATA, else "
+                                    "../shared/data next to the checkout")
+    dedup: bool = _setting(True, "exact + near-duplicate removal")
+    near_threshold: float = _setting(0.85, "MinHash Jaccard threshold")
+    shingle_size: int = _setting(5, "tokens per shingle")
+    num_perm: int = _setting(128, "MinHash permutations")
+    fim_rate: float = _setting(0.5, "fraction of files turned into FIM samples")
+    spm_rate: float = _setting(0.5, "fraction of FIM samples in SPM order (else PSM)")
+    repo_level: bool = _setting(False, "repo-level samples instead of file-level FIM")
+    repo_max_chars: int = _setting(131_072, "most characters per repo-level sample")
+    validation_fraction: float = _setting(0.005, "fraction of documents held out for the validation split")
+    seed: int = _setting(0, "seed of FIM and of the split")
+    shard_tokens: int = _setting(2**26, "tokens per shard file")
+    text_field: str | None = _setting(None, "records: text field", default_text="text or content")
+    path_field: str | None = _setting(None, "records: file path field")
+    repo_field: str | None = _setting(None, "records: repository name field")
+    language_field: str | None = _setting(None, "records: language field")
+
+    def check(self) -> None:
+        if not self.sources:
+            raise ValueError("give at least one SRC (a folder, a .jsonl or a .parquet file)")
+        for name in ("fim_rate", "spm_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"--validation-fraction must lie in [0, 1), got {self.validation_fraction}")
+        if not 0.0 < self.near_threshold <= 1.0:
+            raise ValueError(f"--near-threshold must lie in (0, 1], got {self.near_threshold}")
+        if self.shingle_size < 1 or self.num_perm < 16 or self.decontaminate_n < 1:
+            raise ValueError("--shingle-size and --decontaminate-n must be >= 1, --num-perm >= 16")
+        if self.tasks < 0 or self.repo_max_chars < 1 or self.shard_tokens < 1:
+            raise ValueError("--tasks must be >= 0, --repo-max-chars and --shard-tokens >= 1")
+        FilterConfig(**self.filters)       # unknown filter names raise TypeError early
+        if self.decontaminate_tasks is not None:
+            self.decontaminate_tasks = tuple(self.decontaminate_tasks)
+
+
+@dataclass
+class RunConfig:
+    """How a build runs; not part of its output (any executor and number of workers resume it)."""
+
+    executor: str = _setting("local", "local, slurm or ray")
+    workers: int | None = _setting(None, "local worker processes", default_text="all cores")
+    partition: str | None = _setting(None, "Slurm partition (--executor slurm)")
+    time_limit: str = _setting("04:00:00", "Slurm time limit per task", flag="--time")
+    env_command: str | None = _setting(None, "Slurm: shell command that activates the environment")
+    cpus_per_task: int = _setting(1, "Slurm / Ray CPUs per task")
+    mem_per_cpu_gb: float = _setting(4.0, "Slurm / Ray memory per CPU")
+    restart: bool = _setting(False, "discard an earlier (partial) build in --out")
+
+    def executor_options(self) -> dict:
+        """The Slurm or Ray executor's arguments."""
+        if self.executor not in ("local", "slurm", "ray"):
+            raise ValueError(f"--executor must be local, slurm or ray, got {self.executor!r}")
+        if self.executor == "slurm":
+            if not self.partition:
+                raise ValueError("--executor slurm needs --partition")
+            return {"partition": self.partition, "time": self.time_limit, "cpus_per_task": self.cpus_per_task,
+                    "mem_per_cpu_gb": self.mem_per_cpu_gb, "env_command": self.env_command}
+        if self.executor == "ray":
+            return {"cpus_per_task": self.cpus_per_task, "mem_per_cpu_gb": self.mem_per_cpu_gb}
+        return {}
