@@ -45,6 +45,9 @@ def trained(tmp_path_factory):
             "--seq-len", "128", "--batch-size", "2", "--save-every", "2")          # two saves: the second
     assert sorted(p.name for p in (root / "run" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
     assert re.search(r"parameters \(LoRA: [\d,]+ trainable, \d+\.\d\d%\)", run.stdout), run.stdout   # the header
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (root / "run" / "checkpoints" / "step-0000004").iterdir()
+             if p.is_file()}                       # adapter, optimizer and rng files: as readable as the JSON files
+    assert "adapter_model.safetensors" in modes and len(set(modes.values())) == 1, modes
     return root
 
 

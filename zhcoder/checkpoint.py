@@ -174,6 +174,14 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", devic
     return model.eval()
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """A safetensors file, readable as the umask allows like every other file written (safetensors makes it 0600)."""
+    save_file(tensors, path, metadata=metadata or {"format": "pt"})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_model(
     model: QwenForCausalLM,
     path: str | Path,
@@ -215,11 +223,8 @@ def save_model(
         old.unlink(missing_ok=True)
     names = [SINGLE_FILE] if len(shards) == 1 else [f"model-{i:05d}-of-{len(shards):05d}.safetensors"
                                                      for i in range(1, len(shards) + 1)]
-    umask = os.umask(0o022)
-    os.umask(umask)
     for name, shard in zip(names, shards):
-        save_file(shard, directory / name, metadata={"format": "pt"})
-        os.chmod(directory / name, 0o666 & ~umask)       # safetensors writes 0600; the rest follow the umask
+        save_tensors(shard, directory / name)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}

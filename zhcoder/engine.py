@@ -324,13 +324,14 @@ class Engine:
         return list(prompt) if isinstance(prompt, (list, tuple)) else self.tokenizer.encode(prompt)
 
     def check(self, prompts: list[list[int]], params: SamplingParams, context: int | None = None,
-              where: str = "the model's") -> None:
-        """Refuse empty prompts and prompts that do not fit `context` (default: the model's) with what they ask."""
+              where: str = "the model's", limit: str = "max_new_tokens") -> None:
+        """Refuse empty prompts and prompts that do not fit `context` (default: the model's) with what they ask
+        (`limit`: the name the caller gives max_new_tokens)."""
         if any(len(ids) == 0 for ids in prompts):
             raise ValueError("empty prompt: give at least one token")
         longest, context = max(len(ids) for ids in prompts), context or self.context_length
         if longest + params.max_new_tokens > context:
-            raise ContextLengthError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+            raise ContextLengthError(f"prompt ({longest} tokens) + {limit} ({params.max_new_tokens}) exceeds "
                                      f"{where} context of {context} tokens")
 
     def heal(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[list[int]], list[bytes]]:
@@ -362,13 +363,15 @@ class Engine:
         """Text pieces of every row as they become final; each row's last event carries its completion."""
         encoded = [self.encode(p) for p in prompts]
         self.check(encoded, params)
-        B, longest = len(encoded), max(len(ids) for ids in encoded)
-        state = self._state_for(B, longest + params.max_new_tokens)
+        B = len(encoded)
+        state = self._state_for(B, max(len(ids) for ids in encoded) + params.max_new_tokens)
         state.deactivate()                          # rows past the batch: computed when compiled, never advancing
         rows = state.view(0, B)
         mode = SampleMode.of([params], logits=self.logits_hook is not None)
         decodings = self.admit(rows, encoded, params, params.seed_or_random(), mode)
         stepped = state if self.compile else rows   # compiled: the bucket's static shape; eager: the rows in use
+        fed = {d.fed_tokens for d in decodings}
+        longest, masked = max(fed), self.compile or len(fed) > 1    # rows of one length see every key: no mask
         pending = collections.deque([HostCopy(rows.tokens[:, 0])])
         for step in range(params.max_new_tokens):
             if step + 1 < params.max_new_tokens:
@@ -376,7 +379,7 @@ class Engine:
                     yield from self._deliver(decodings, pending.popleft().read()[0])
                 if all(d.done for d in decodings):
                     return
-                logits = self.step(stepped, mode, longest + step + 1)
+                logits = self.step(stepped, mode, longest + step + 1, masked)
                 if self.logits_hook is not None:
                     self.logits_hook(step + 1, logits[:B].clone())
                 pending.append(HostCopy(rows.tokens[:, 0]))
@@ -464,13 +467,14 @@ class Engine:
         power of two >= MIN_WINDOW when compiled (one graph per window), at most `max_len`."""
         return min(max_len, bucket(keys, MIN_WINDOW) if self.compile else keys)
 
-    def step(self, state: DecodeState, mode: SampleMode, keys: int) -> torch.Tensor | None:
+    def step(self, state: DecodeState, mode: SampleMode, keys: int, masked: bool = True) -> torch.Tensor | None:
         """Launch one decode step over every row of `state` (compiled when `compile`), attending to the window that
         `keys` positions need; returns the logits when `mode.logits` (else None: a CUDA graph's outputs live only
-        until its next replay)."""
+        until its next replay). `masked=False` (eager only): every row is at position keys - 1 with no padding, so
+        each sees every key and attention needs no mask."""
         state.cache.window = self.window(keys, state.max_len)
         if not self.compile:
-            return self._step(state, mode)
+            return self._step(state, mode, masked)
         if self._compiled_step is None:
             self._compiled_step = self._compile()
         if self.device.type == "cuda":
@@ -493,15 +497,16 @@ class Engine:
 
     _layer = None                              # how a compiled step calls each decoder layer (reuse_layer)
 
-    def _step(self, state: DecodeState, mode: SampleMode) -> torch.Tensor | None:
-        cache, position = state.cache, state.position
-        keys = torch.arange(cache.window, device=position.device)[None, :]
-        mask = ((keys >= state.start[:, None]) & (keys <= position[:, None]))[:, None, None, :]
+    def _step(self, state: DecodeState, mode: SampleMode, masked: bool = True) -> torch.Tensor | None:
+        cache, position, mask = state.cache, state.position, None
+        if masked:
+            keys = torch.arange(cache.window, device=position.device)[None, :]
+            mask = ((keys >= state.start[:, None]) & (keys <= position[:, None]))[:, None, None, :]
         hidden = self.model.hidden_states(state.tokens, (position - state.start)[:, None], mask, cache,
                                           position[:, None], call_layer=self._layer)
         logits = self._head(hidden[:, -1])
         sample_rows(logits, state, mode)
-        state.position.copy_((position + state.active.long()).clamp(max=cache.max_len - 1))
+        position.add_(state.active).clamp_(max=cache.max_len - 1)
         return logits if mode.logits else None
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -129,22 +129,21 @@ def _flex_with_key_bias(attend, q, k, v, block_mask, bias: torch.Tensor, key_cla
 
 class LayerCache:
     """One layer's cached keys and values, (batch, kv_heads, max_len, head_dim) each (views into a KVCache), and how
-    a step writes them: the step's tokens of rows 0..n-1 go to their cache positions (an indexed write, the same for
-    a prefill chunk and a decode step) and the first `length` positions of those rows are returned. No shape
+    a step writes them: the step's tokens of every row go to their cache positions (an indexed write, the same for
+    a prefill chunk and a decode step) and the first `length` positions are returned. No shape
     depends on the positions, so one compiled, CUDA-graph-captured decode step serves every position (the mask
     hides what a row has not written). It holds only tensors and an int, the same for every layer, so a compiled
     step traces one layer and reuses it for the rest (`hidden_states`' call_layer)."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
-        self.keys, self.values, self.length = keys, values, length
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int, row_ids: torch.Tensor):
+        self.keys, self.values, self.length, self.row_ids = keys, values, length, row_ids
 
     def update(self, cache_position: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """cache_position (n, T): where each of the step's tokens goes; k, v (n, kv_heads, T, head_dim)."""
-        n = k.shape[0]
-        rows = torch.arange(n, device=k.device)[:, None]  # index_put_, not scatter_: inductor writes it in place,
-        self.keys[rows, :, cache_position] = k.transpose(1, 2)      # where a scatter_ copied the whole cache
-        self.values[rows, :, cache_position] = v.transpose(1, 2)    # twice per layer and step
-        return self.keys[:n, :, :self.length], self.values[:n, :, :self.length]
+        """cache_position (batch, T): where each of the step's tokens goes; k, v (batch, kv_heads, T, head_dim)."""
+        rows = self.row_ids                     # index_put_, not scatter_: inductor writes it in place, where a
+        self.keys[rows, :, cache_position] = k.transpose(1, 2)      # scatter_ copied the whole cache twice per
+        self.values[rows, :, cache_position] = v.transpose(1, 2)    # layer and step
+        return self.keys[:, :, :self.length], self.values[:, :, :self.length]
 
 
 class KVCache:
@@ -159,11 +158,12 @@ class KVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.key_classes = torch.zeros(batch_size, max_len, dtype=torch.long, device=device) \
             if config.code_aware_attention else None
+        self.row_ids = torch.arange(batch_size, device=device)[:, None]     # the row index of the indexed writes
         self.max_len = max_len
         self.window = max_len
 
     def tensors(self) -> list[torch.Tensor]:
-        return self.keys + self.values + ([self.key_classes] if self.key_classes is not None else [])
+        return self.keys + self.values + [self.row_ids] + ([self.key_classes] if self.key_classes is not None else [])
 
     def rows(self, start: int, stop: int) -> "KVCache":
         """A KVCache over rows start..stop-1 (views: writes land in this cache), e.g. for one row's prefill."""
@@ -171,17 +171,16 @@ class KVCache:
         view.keys = [k[start:stop] for k in self.keys]
         view.values = [v[start:stop] for v in self.values]
         view.key_classes = self.key_classes[start:stop] if self.key_classes is not None else None
-        view.max_len, view.window = self.max_len, self.window
+        view.row_ids, view.max_len, view.window = self.row_ids[:stop - start], self.max_len, self.window
         return view
 
     def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.keys[i], self.values[i], self.window)
+        return LayerCache(self.keys[i], self.values[i], self.window, self.row_ids)
 
     def update_classes(self, cache_position: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Record the token classes of this step's keys (code-aware bias); the classes of the first `window`."""
-        n = classes.shape[0]
-        self.key_classes[torch.arange(n, device=classes.device)[:, None], cache_position] = classes
-        return self.key_classes[:n, :self.window]
+        self.key_classes[self.row_ids, cache_position] = classes
+        return self.key_classes[:, :self.window]
 
 
 class Attention(nn.Module):
@@ -238,8 +237,9 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if kv_cache is not None:
             k, v = kv_cache.update(cache_position, k, v)
-            if T == 1:                                                           # a decode step
+            if T == 1 and (mask is not None or key_classes is not None):   # a masked decode step: see above;
                 return self.o_proj(self._single_query_attention(q, k, v, mask, key_classes).reshape(B, T, -1))
+            # unmasked (every row sees all keys, as eager steps of rows at one position): SDPA's one kernel
         gqa = self.num_heads != self.num_kv_heads
         if BlockMask is not None and isinstance(mask, BlockMask):
             attend = _compiled_flex_attention() if q.is_cuda else flex_attention   # eager flex is unfused

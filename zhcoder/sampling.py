@@ -7,7 +7,7 @@ presence penalties (OpenAI's, over the output), then temperature, top-k, top-p, 
 a categorical draw by the Gumbel-max trick over counter-based hash noise (`gumbel_noise`, seeded per row by
 `row_seed`). What a compiled step computes is fixed by a `SampleMode` (Python flags).
 
-    python -m pytest tests/test_sampling.py tests/test_engine.py
+    python -m pytest tests/test_decode.py tests/test_engine.py
 """
 
 from __future__ import annotations
@@ -181,5 +181,6 @@ def sample_rows(logits: torch.Tensor, state, mode: SampleMode) -> torch.Tensor:
         state.top_logprobs.copy_(top.values)
         state.top_ids.copy_(top.indices)
     state.tokens.copy_(tokens[:, None])
-    state.counter.add_(state.active.long())
+    if mode.sample:                                # the noise's counter: a sampling row's tokens drawn so far
+        state.counter.add_(state.active)
     return tokens

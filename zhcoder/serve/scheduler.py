@@ -82,7 +82,7 @@ class Scheduler:
 
     # -- client side ----------------------------------------------------------------------------------------
     def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        self.engine.check([prompt_ids], params, self.max_len, where="the server's")
+        self.engine.check([prompt_ids], params, self.max_len, where="the server's", limit="max_tokens")
 
     def submit(self, request: Request) -> None:
         self.check(request.prompt_ids, request.params)
@@ -216,7 +216,7 @@ class Scheduler:
                              logprobs=any(a.request.logprobs is not None for a in running))
         used = self.max_batch if self.engine.compile else max(a.slot for a in running) + 1
         state = self.state.view(0, used)
-        self.engine.step(state, mode, max(a.length for a in running) + 1)
+        self.engine.step(state, mode, max(a.length for a in running) + 1, masked=used > 1)  # one row sees all keys
         copy = self._copy(state, mode)
         self.steps += 1
         self.batch_sizes[len(running)] += 1

@@ -331,8 +331,8 @@ class Trainer:
 
         if self.config.lora:
             from peft import get_peft_model_state_dict
-            from safetensors.torch import save_file
 
+            from zhcoder.checkpoint import save_tensors
             from zhcoder.train.lora import base_record
 
             base = self.model
@@ -342,8 +342,7 @@ class Trainer:
             saved = copy.copy(base.peft_config["default"])
             saved.base_model_name_or_path = base_record(self.config.model)
             saved.save_pretrained(str(folder))
-            save_file({k: v.contiguous() for k, v in adapter.items()}, folder / "adapter_model.safetensors",
-                      metadata={"format": "pt"})
+            save_tensors({k: v.contiguous() for k, v in adapter.items()}, folder / "adapter_model.safetensors")
             self.tokenizer.save(folder, chat_template=self.tokenizer.chat_template)
             return
         save_model(self.model, folder, tokenizer=self.tokenizer, chat_template=self.tokenizer.chat_template,

@@ -28,11 +28,10 @@ def model_state(trainer) -> dict:
 def save(trainer) -> Path | None:
     """Write the step's checkpoint from every process; returns its folder on rank 0."""
     import torch.distributed.checkpoint as dcp
-    from safetensors.torch import save_file
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    from zhcoder.checkpoint import save_model
+    from zhcoder.checkpoint import save_model, save_tensors
 
     main, run_dir, step = trainer.dist.main, trainer.run_dir, trainer.step
     tmp = ckpt.begin(run_dir, step) if main else run_dir / "checkpoints" / (ckpt.checkpoint_name(step) + ".tmp")
@@ -49,7 +48,7 @@ def save(trainer) -> Path | None:
         trainer.model_config.torch_dtype = "float32"             # the master weights the shards hold
         save_model(trainer.model, tmp, tokenizer=trainer.tokenizer, chat_template=trainer.tokenizer.chat_template,
                    weights=False)
-        save_file(ckpt.rng_tensors(), tmp / "rng.safetensors")
+        save_tensors(ckpt.rng_tensors(), tmp / "rng.safetensors")
         state = {"data": trainer.train_batches.state_dict(), "config": dataclasses.asdict(trainer.config),
                  "optimizer_param_groups": optimizer["param_groups"], "optimizer_steps": steps,
                  "world_size": trainer.dist.world}

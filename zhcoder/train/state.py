@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from zhcoder import ZhcoderError
+from zhcoder.checkpoint import save_tensors
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "step-"
@@ -109,8 +110,8 @@ def write(run_dir: Path, step: int, save_weights, optimizer: dict, state: dict, 
     tmp = begin(run_dir, step)
     save_weights(tmp)
     tensors, groups = optimizer_tensors(optimizer)
-    save_file(tensors, tmp / "optimizer.safetensors")
-    save_file(rng_tensors(), tmp / "rng.safetensors")
+    save_tensors(tensors, tmp / "optimizer.safetensors")
+    save_tensors(rng_tensors(), tmp / "rng.safetensors")
     return commit(run_dir, step, {**state, "optimizer_param_groups": groups}, keep_last)
 
 
