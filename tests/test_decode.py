@@ -10,7 +10,6 @@ import torch
 from transformers.generation.logits_process import (MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-import zhcoder.engine as engine_module
 from conftest import check_sampling_contract
 from zhcoder.config import ModelConfig
 from zhcoder.engine import Engine, SamplingParams
@@ -127,7 +126,7 @@ def test_frequency_presence_penalties_and_logit_bias_follow_openai():
         SamplingParams(frequency_penalty=3)
 
 
-def test_chunked_prefill_equals_one_pass_and_the_state_is_reused(monkeypatch):
+def test_chunked_prefill_equals_one_pass_and_the_state_is_reused():
     m = model("qwen3", code_bias=True)
     batch = prompts([40, 23, 7], seed=2)
     one = Engine(m, StubTokenizer(), prefill_chunk=512)
@@ -140,8 +139,7 @@ def test_chunked_prefill_equals_one_pass_and_the_state_is_reused(monkeypatch):
     state = one._states[4]                                          # 3 rows: the bucket of 4
     assert run(one, batch, max_new_tokens=8)[0] == tokens          # again through the same (dirty) state
     assert one._states[4] is state and state.max_len == 1024
-    monkeypatch.setattr(engine_module, "MIN_CACHE", 16)
-    small = Engine(m, StubTokenizer(), prefill_chunk=16)
+    small = Engine(m, StubTokenizer(), prefill_chunk=16, min_cache=16)
     assert run(small, batch, max_new_tokens=8)[0] == tokens
     assert small._states[4].max_len == 64
     longer = run(small, batch, max_new_tokens=30)[0]                # a longer call grows the cache

@@ -40,7 +40,6 @@ __all__ = ["ContextLengthError", "SamplingParams", "Completion", "Event", "TextS
            "Engine", "HostCopy", "bucket"]
 
 MIN_WINDOW = 256             # smallest attention window of a compiled decode step (windows are powers of two)
-MIN_CACHE = 1024             # smallest cache length of a reused state (grown by powers of two when a call needs more)
 # Inductor options of the compiled decode step on CUDA (besides CUDA graphs). Coordinate-descent tuning makes
 # inductor turn batch-1 matrix-vector products into tuned Triton reductions: per its own comment the way they reach
 # peak bandwidth (gpt-fast sets it too); it costs compile time.
@@ -244,7 +243,7 @@ class Engine:
     Eagerly (compile off) a step runs only the rows in use and attends to exactly the keys written so far.
 
     Calls to `generate` reuse a DecodeState per batch bucket (rows rounded up to a power of two, length to a power
-    of two >= MIN_CACHE; at most `max_states` kept, least recently used dropped). Prompts are prefilled in chunks of
+    of two >= `min_cache`; at most `max_states` kept, least recently used dropped). Prompts are prefilled in chunks of
     `prefill_chunk` tokens over all rows (prefill_chunk // rows per row): the prefill runs eagerly, so each chunk's
     kernel launches cost host time (on the H200 a 2,048-token prompt ran 2.1x faster in one chunk than in four of
     512 on the 8B shape). Seeded sampling is reproducible, and equal between `generate` and the server for one
@@ -284,7 +283,7 @@ class Engine:
 
     def __init__(self, model: QwenForCausalLM, tokenizer, compile: bool | None = None, prefill_chunk: int = 4096,
                  compile_backend: str = "inductor", compile_options: dict | None = None, reuse_layer: bool = True,
-                 max_states: int = 4, cpu_transposed_head: bool = True):
+                 max_states: int = 4, min_cache: int = 1024, cpu_transposed_head: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -300,7 +299,8 @@ class Engine:
         self.pipelined = cuda                 # the host reads step t's tokens while step t+1 runs
         if prefill_chunk < 1:
             raise ValueError("prefill_chunk must be at least 1")
-        self.prefill_chunk, self.compile_backend, self.max_states = prefill_chunk, compile_backend, max_states
+        self.prefill_chunk, self.compile_backend = prefill_chunk, compile_backend
+        self.max_states, self.min_cache = max_states, min_cache
         self.compile_options = dict(compile_options or {})
         self.reuse_layer = reuse_layer and hasattr(torch.compiler, "nested_compile_region")
         self.logits_hook = None
@@ -407,7 +407,7 @@ class Engine:
             del state                                    # free the old cache before allocating the new one
             while len(self._states) >= self.max_states:
                 self._states.popitem(last=False)
-            max_len = min(max(bucket(total), MIN_CACHE), max(self.context_length, total))
+            max_len = min(max(bucket(total), self.min_cache), max(self.context_length, total))
             state = self.allocate_state(rows, max_len)
         self._states[rows] = state
         return state
