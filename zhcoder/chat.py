@@ -45,8 +45,6 @@ class ChatTemplateError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- chat templates
-
-
 def builtin_template(name: str) -> str:
     """Jinja source of a built-in template: "qwen2.5", "qwen3" or "qwen3-coder"."""
     if name not in BUILTIN_TEMPLATES:
@@ -181,8 +179,6 @@ def _prepare_tool_call(call: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- FIM and repo level
-
-
 def fim_prompt(prefix: str, suffix: str) -> str:
     """Fill-in-the-middle prompt, prefix-suffix-middle order; the model writes the middle, then <|endoftext|>."""
     return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}"
@@ -208,8 +204,6 @@ def repo_prompt(repo_name: str, files: Mapping[str, str] | Iterable[tuple[str, s
 
 
 # ------------------------------------------------------------------------------------------------ tool calls
-
-
 @dataclasses.dataclass
 class ToolCall:
     name: str
@@ -245,9 +239,7 @@ def parse_tool_calls(text: str, tools: list[dict] | None = None) -> ParsedReply:
     body, reasoning = text, None
     if THINK_CLOSE in text:
         thought, _, body = text.partition(THINK_CLOSE)
-        thought = thought.lstrip()
-        if thought.startswith(THINK_OPEN):
-            thought = thought[len(THINK_OPEN):]
+        thought = thought.lstrip().removeprefix(THINK_OPEN)
         reasoning, body = thought.strip(), body.lstrip("\n")
 
     schemas = _tool_schemas(tools)
@@ -334,9 +326,7 @@ def _read_xml_function(text: str, position: int, schemas: dict | None) -> tuple[
         end = text.find("</parameter>", match.end())
         if end < 0:
             return None, position
-        value = text[match.end():end]
-        value = value[1:] if value.startswith("\n") else value
-        value = value[:-1] if value.endswith("\n") else value
+        value = text[match.end():end].removeprefix("\n").removesuffix("\n")
         parameter = match.group(1).strip()
         arguments[parameter] = _typed_value(value, properties.get(parameter))
         position = end + len("</parameter>")

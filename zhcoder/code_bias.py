@@ -39,12 +39,9 @@ def token_class(text: str) -> int:
     """The class id of one token's text (see the module docstring)."""
     if "\n" in text or "\r" in text or (text and not text.strip(" \t") and (len(text) >= 2 or "\t" in text)):
         return CODE_CLASSES.index("newline_indent")
-    if any(ch in CJK_PUNCTUATION for ch in text):
-        return CODE_CLASSES.index("cjk_punctuation")
-    if any(ch in BRACKETS for ch in text):
-        return CODE_CLASSES.index("bracket")
-    if any(ch in SEPARATORS for ch in text):
-        return CODE_CLASSES.index("separator")
+    for name, characters in (("cjk_punctuation", CJK_PUNCTUATION), ("bracket", BRACKETS), ("separator", SEPARATORS)):
+        if any(ch in characters for ch in text):
+            return CODE_CLASSES.index(name)
     return CODE_CLASSES.index("other")
 
 
@@ -53,8 +50,7 @@ def token_classes(tokenizer, vocab_size: int | None = None) -> np.ndarray:
     size = max(vocab_size or 0, tokenizer.vocab_size)
     table = np.zeros(size, dtype=np.uint8)
     for token_id in range(tokenizer.vocab_size):
-        text = tokenizer.token_bytes(token_id).decode("utf-8", errors="ignore")
-        table[token_id] = token_class(text)
+        table[token_id] = token_class(tokenizer.token_bytes(token_id).decode("utf-8", errors="ignore"))
     return table
 
 
@@ -63,13 +59,12 @@ def enable_code_aware_attention(model: nn.Module, tokenizer) -> None:
     config = model.config
     table = torch.from_numpy(token_classes(tokenizer, config.vocab_size)[: config.vocab_size].copy())
     weight = model.model.embed_tokens.weight
-    device = weight.device
     if not config.code_aware_attention:
         config.code_aware_attention = True
         for layer in model.model.layers:
             layer.self_attn.code_bias = nn.Parameter(torch.zeros(config.num_attention_heads, len(CODE_CLASSES),
-                                                                 device=device, dtype=weight.dtype))
-        model.model.register_buffer("code_token_class", table.to(device))
+                                                                 device=weight.device, dtype=weight.dtype))
+        model.model.register_buffer("code_token_class", table.to(weight.device))
     else:
         model.model.code_token_class.copy_(table)
 

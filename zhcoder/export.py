@@ -34,7 +34,9 @@ from .checkpoint import CheckpointError, load_config, weight_files
 from .config import CODE_CLASSES, ModelConfig
 from .tokenizer import QWEN_PATTERN, Tokenizer
 
-DTYPES = ("f16", "bf16", "f32", "q8_0")
+# --dtype -> (gguf.GGMLQuantizationType, gguf.LlamaFileType) names
+DTYPES = {"f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"), "f32": ("F32", "ALL_F32"),
+          "q8_0": ("Q8_0", "MOSTLY_Q8_0")}
 ARCHITECTURES = {"qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}  # names in gguf.MODEL_ARCH
 EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 # Tokens llama.cpp's converter treats as control tokens even when tokenizer.json does not mark them special.
@@ -188,14 +190,12 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         if config.is_moe_layer(i):
             ff = config.moe_intermediate_size
             shapes[layer + "mlp.gate.weight"] = (config.num_experts, h)
-            for e in range(config.num_experts):
-                expert = f"{layer}mlp.experts.{e}."
-                shapes.update({expert + "gate_proj.weight": (ff, h), expert + "up_proj.weight": (ff, h),
-                               expert + "down_proj.weight": (h, ff)})
+            mlps = [f"{layer}mlp.experts.{e}." for e in range(config.num_experts)]
         else:
-            ff = config.intermediate_size
-            shapes.update({layer + "mlp.gate_proj.weight": (ff, h), layer + "mlp.up_proj.weight": (ff, h),
-                           layer + "mlp.down_proj.weight": (h, ff)})
+            ff, mlps = config.intermediate_size, [layer + "mlp."]
+        for mlp in mlps:
+            shapes.update({mlp + "gate_proj.weight": (ff, h), mlp + "up_proj.weight": (ff, h),
+                           mlp + "down_proj.weight": (h, ff)})
         shapes[layer + "input_layernorm.weight"] = (h,)
         shapes[layer + "post_attention_layernorm.weight"] = (h,)
     if config.code_aware_attention:
@@ -210,13 +210,13 @@ def plan_tensors(config: ModelConfig, shapes: dict[str, tuple[int, ...]], read: 
                  dtype: str) -> list[PlannedTensor]:
     """Every GGUF tensor in llama.cpp's names, in model order. `shapes` are the checkpoint's tensor shapes."""
     gguf = _gguf()
-    Q = gguf.GGMLQuantizationType
-    target = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}[dtype]
+    target = getattr(gguf.GGMLQuantizationType, DTYPES[dtype][0])
     arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.model_type])
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     expected = expected_shapes(config)
-    missing = sorted(name for name in expected if name not in shapes and not name.endswith(".code_bias")
-                     and name != "model.code_token_class")
+    planned = [name for name in expected       # the code bias has no llama.cpp counterpart: refused or dropped
+               if not name.endswith(".code_bias") and name != "model.code_token_class"]
+    missing = sorted(name for name in planned if name not in shapes)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise CheckpointError(f"the checkpoint lacks weights for {shown}")
@@ -252,9 +252,7 @@ def plan_tensors(config: ModelConfig, shapes: dict[str, tuple[int, ...]], read: 
         return PlannedTensor(name, qtype, shape, nbytes, produce)
 
     plan, done_experts = [], set()
-    for hf_name in expected:
-        if hf_name.endswith(".code_bias") or hf_name == "model.code_token_class":
-            continue                    # no llama.cpp counterpart; refused or dropped before planning
+    for hf_name in planned:
         if ".mlp.experts." in hf_name:
             layer = int(hf_name.split(".")[2])
             if layer not in done_experts:
@@ -369,8 +367,7 @@ def export_gguf(checkpoint_dir: str | Path, out_path: str | Path, dtype: str = "
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the folder of --out does not exist: {out.parent}")
     check_llamacpp_can_run(config)
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    file_type = getattr(gguf.LlamaFileType, DTYPES[dtype][1])
     partial = out.with_name(out.name + ".partial")
     with open_weights(directory) as (shapes, read):
         if code_bias_is_nonzero(config, read, set(shapes)) and not drop_code_bias:

@@ -108,9 +108,6 @@ class Decontaminator:
             setdefault(h, source)
         return len(self._index) - before
 
-    def add_texts(self, texts: Iterable[str], source: str = "text") -> int:
-        return sum(self.add_text(t, source) for t in texts)
-
     @classmethod
     def from_tasks(cls, names: Iterable[str] = DEFAULT_TASKS, data_dir: str | Path | None = None,
                    n: int = DEFAULT_N) -> "Decontaminator":

@@ -90,7 +90,7 @@ class ExactDedup:
 
     def add(self, key: str, text: str) -> str | None:
         """Key of the first text equal to `text` (normalised) if there was one, else remember `text` and return None."""
-        digest = hashlib.sha256(normalize_for_hash(text).encode("utf-8", "surrogatepass")).digest()
+        digest = bytes.fromhex(content_hash(text))
         first = self._first.get(digest)
         if first is not None:
             return first
@@ -127,25 +127,15 @@ class NearDedup:
     A text with no tokens is never a near-duplicate and is not indexed (exact dedup handles empty files).
     """
 
-    def __init__(
-        self,
-        threshold: float = 0.85,
-        num_perm: int = 128,
-        shingle_size: int = 5,
-        seed: int = 1,
-        *,
-        lsh_threshold: float | None = None,
-    ) -> None:
+    def __init__(self, threshold: float = 0.85, num_perm: int = 128, shingle_size: int = 5, seed: int = 1, *,
+                 lsh_threshold: float | None = None) -> None:
         from datasketch import MinHashLSH
 
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if shingle_size < 1:
             raise ValueError(f"shingle_size must be >= 1, got {shingle_size}")
-        self.threshold = threshold
-        self.num_perm = num_perm
-        self.shingle_size = shingle_size
-        self.seed = seed
+        self.threshold, self.num_perm, self.shingle_size, self.seed = threshold, num_perm, shingle_size, seed
         self.lsh_threshold = max(threshold - 0.1, 0.05) if lsh_threshold is None else lsh_threshold
         # In-memory dict storage; prepickle=False: keys are plain strings, nothing is pickled.
         self._lsh = MinHashLSH(threshold=self.lsh_threshold, num_perm=num_perm, prepickle=False)
@@ -188,9 +178,7 @@ class NearDedup:
         if key in self._kept:
             raise ValueError(f"key already added: {key!r}")
         m = self.minhash(text)
-        if m is None:
-            return None
-        hit = self.add_minhash(key, m)
+        hit = None if m is None else self.add_minhash(key, m)
         return None if hit is None else hit[0]
 
     def add_minhash(self, key: str, minhash) -> tuple[str, float] | None:

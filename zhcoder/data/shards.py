@@ -125,17 +125,13 @@ class ShardWriter:
         names = self._names(len(self.shards))
         self._files = {kind: open(self.dir / (name + ".tmp"), "wb") for kind, name in names.items()
                        if kind != "docs"}
-        self._shard_token_count = 0
-        self._doc_starts = []
 
     def _finish_shard(self) -> None:
         if not self._doc_starts:
             return
         names = self._names(len(self.shards))
-        with open(self.dir / (names["docs"] + ".tmp"), "wb") as f:
-            np.asarray(self._doc_starts, dtype=np.int64).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
+        self._files["docs"] = open(self.dir / (names["docs"] + ".tmp"), "wb")
+        np.asarray(self._doc_starts, dtype=np.int64).tofile(self._files["docs"])
         for f in self._files.values():
             f.flush()
             os.fsync(f.fileno())
@@ -345,10 +341,10 @@ class PackedSequences:
                 "seed": self.seed, "seq_len": self.seq_len, "n_documents": self.dataset.n_documents}
 
     def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
         for key in ("seed", "seq_len", "n_documents"):
-            mine = self.seed if key == "seed" else self.seq_len if key == "seq_len" else self.dataset.n_documents
-            if key in state and int(state[key]) != mine:
-                raise ValueError(f"state was saved with {key}={state[key]}, this reader has {mine}")
+            if key in state and int(state[key]) != mine[key]:
+                raise ValueError(f"state was saved with {key}={state[key]}, this reader has {mine[key]}")
         self.epoch = int(state["epoch"])
         self.document_cursor = int(state["document_cursor"])
         self.token_offset = int(state["token_offset"])

@@ -56,6 +56,9 @@ def _unit(*parts: Any) -> float:
     return _stable_hash(*parts) / 2**64
 
 
+def _jsonl(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
 
 class _Step(PipelineStep):
     """A datatrove step that may drop documents: each drop is counted ("dropped/<reason>") and logged, with the
@@ -69,30 +72,27 @@ class _Step(PipelineStep):
         self.work = work
         self._log = None
 
-    def _open_log(self, rank: int) -> None:
+    def drop(self, doc_id: str, reason: str, **detail: Any) -> None:
+        self.stat_update(f"dropped/{reason}")
+        self._log.write(_jsonl({"id": doc_id, "reason": reason, **detail}))
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         folder = Path(self.work, "removed")
         folder.mkdir(parents=True, exist_ok=True)
         self._log = open(folder / f"{self.log_name}-{rank:05d}.jsonl", "w", encoding="utf-8")
-
-    def _close_log(self) -> None:
-        if self._log is not None:
+        try:
+            yield from self.documents(data, rank, world_size)
+        finally:
             self._log.close()
             self._log = None
 
-    def drop(self, doc_id: str, reason: str, **detail: Any) -> None:
-        self.stat_update(f"dropped/{reason}")
-        self._log.write(json.dumps({"id": doc_id, "reason": reason, **detail}, ensure_ascii=False) + "\n")
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        self._open_log(rank)
-        try:
-            for doc in data or ():
-                with self.track_time():
-                    kept = self.process(doc)
-                if kept is not None:
-                    yield kept
-        finally:
-            self._close_log()
+    def documents(self, data: DocumentsPipeline, rank: int, world_size: int) -> DocumentsPipeline:
+        """The documents this step passes on: by default `process` of each input document."""
+        for doc in data or ():
+            with self.track_time():
+                kept = self.process(doc)
+            if kept is not None:
+                yield kept
 
     def process(self, doc: Document) -> Document | None:     # pragma: no cover - overridden
         return doc
@@ -111,21 +111,17 @@ class FileReader(_Step):
         self.sources = [dataclasses.asdict(s) for s in sources]
         self.max_bytes = max_bytes
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+    def documents(self, data: DocumentsPipeline, rank: int, world_size: int) -> DocumentsPipeline:
         if data:
             yield from data
-        self._open_log(rank)
-        try:
-            with open(Path(self.work, "manifest.jsonl"), encoding="utf-8") as manifest:
-                for number, line in enumerate(manifest):
-                    if number % world_size == rank:
-                        with self.track_time():
-                            doc = self.read(json.loads(line))
-                        if doc is not None:
-                            self.update_doc_stats(doc)
-                            yield doc
-        finally:
-            self._close_log()
+        with open(Path(self.work, "manifest.jsonl"), encoding="utf-8") as manifest:
+            for number, line in enumerate(manifest):
+                if number % world_size == rank:
+                    with self.track_time():
+                        doc = self.read(json.loads(line))
+                    if doc is not None:
+                        self.update_doc_stats(doc)
+                        yield doc
 
     def read(self, entry: dict) -> Document | None:
         source = self.sources[entry["source"]]
@@ -263,15 +259,14 @@ class Decontaminate(_Step):
 
     def __init__(self, work: str, n: int, tasks: tuple[str, ...] | None, data_dir: str | None):
         from zhcoder.data.decontaminate import DEFAULT_TASKS, Decontaminator
-
         from zhcoder.eval.tasks import DataUnavailable
 
         super().__init__(work)
         try:
             self.index = Decontaminator.from_tasks(tasks or DEFAULT_TASKS, data_dir=data_dir, n=n)
         except DataUnavailable as error:
-            raise DataUnavailable(f"decontamination needs the evaluation sets: {error} (give --data-dir, "
-                                  "or --no-decontaminate)") from error
+            message = f"decontamination needs the evaluation sets: {error} (or --no-decontaminate)"
+            raise DataUnavailable(message) from error
 
     def process(self, doc: Document) -> Document | None:
         source = self.index.match(doc.text)
@@ -310,8 +305,7 @@ class Signatures(PipelineStep):
                     doc.metadata["bucket"] = f"{_stable_hash(key) % self.buckets:05d}"
                     if self.enabled:
                         minhash = hasher.minhash(doc.text)
-                        ids.write(json.dumps([doc.id, content_hash(doc.text), minhash is not None],
-                                             ensure_ascii=False) + "\n")
+                        ids.write(_jsonl([doc.id, content_hash(doc.text), minhash is not None]))
                         if minhash is not None:
                             minhash.hashvalues.astype(np.uint64).tofile(sigs)
                 yield doc
@@ -356,8 +350,8 @@ class DedupIndex(PipelineStep):
                         key = bytes.fromhex(digest)
                         if key in first_of_hash:
                             self.stat_update("exact_duplicate")
-                            removed.write(json.dumps({"id": doc_id, "reason": "exact_duplicate",
-                                                      "duplicate_of": first_of_hash[key]}, ensure_ascii=False) + "\n")
+                            removed.write(_jsonl({"id": doc_id, "reason": "exact_duplicate",
+                                                  "duplicate_of": first_of_hash[key]}))
                             continue
                         first_of_hash[key] = doc_id
                         if minhash is None:
@@ -365,8 +359,8 @@ class DedupIndex(PipelineStep):
                         hit = near.add_minhash(doc_id, minhash)
                         if hit is not None:
                             self.stat_update("near_duplicate")
-                            removed.write(json.dumps({"id": doc_id, "reason": "near_duplicate", "duplicate_of": hit[0],
-                                                      "jaccard": round(hit[1], 4)}, ensure_ascii=False) + "\n")
+                            removed.write(_jsonl({"id": doc_id, "reason": "near_duplicate", "duplicate_of": hit[0],
+                                                  "jaccard": round(hit[1], 4)}))
         os.replace(str(out) + ".tmp", out)
         if data:
             yield from data

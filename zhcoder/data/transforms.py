@@ -80,7 +80,6 @@ PLACEHOLDERS = {
 }
 
 # ------------------------------------------------------------------------------------------------- redaction
-
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----"
     r"([A-Za-z0-9+/=\s:,.\\-]*?)"          # base64 body, PEM headers (Proc-Type, DEK-Info), escaped "\n"
@@ -168,6 +167,11 @@ def _ip_is_personal(candidate: str, text: str, start: int) -> bool:
     return not _VERSION_BEFORE.search(text, max(line_start, start - 40), start)
 
 
+def _holds_key(match: re.Match) -> bool:
+    """A PRIVATE KEY block with 40 or more base64 characters (fewer: a mention, not a key)."""
+    return sum(ch.isalnum() or ch in "+/=" for ch in match.group(2)) >= 40
+
+
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """Replace e-mails, public IP addresses, API keys/tokens, passwords and private keys with placeholders.
 
@@ -175,59 +179,41 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
     """
     counts = dict.fromkeys(PLACEHOLDERS, 0)
 
-    def private_key(match: re.Match) -> str:
-        if sum(ch.isalnum() or ch in "+/=" for ch in match.group(2)) < 40:   # a mention, not a key
-            return match.group(0)
-        counts["private_key"] += 1
-        return PLACEHOLDERS["private_key"]
-
-    def token(match: re.Match) -> str:
-        counts["key"] += 1
-        return PLACEHOLDERS["key"]
+    def placeholder(kind: str, personal=lambda match: True):
+        """A re.sub replacement: `kind`'s placeholder where `personal(match)`, counted; else the match itself."""
+        def replace(match: re.Match) -> str:
+            if not personal(match):
+                return match.group(0)
+            counts[kind] += 1
+            return PLACEHOLDERS[kind]
+        return replace
 
     def assignment(match: re.Match) -> str:
-        value = match.group("quoted") if match.group("quoted") is not None else match.group("bare")
+        group = "quoted" if match.group("quoted") is not None else "bare"
         name = match.group("name").lower()
         if (not _SECRET_NAME_PATTERN.search(name) or "tokeniz" in name or "public" in name
-                or not _looks_secret(value)):
+                or not _looks_secret(match.group(group))):
             return match.group(0)
-        if match.group("bare") is not None:                  # unquoted: only env / YAML / INI lines
+        if group == "bare":                                  # unquoted: only env / YAML / INI lines
             line_start = match.string.rfind("\n", 0, match.start()) + 1
             if not _LINE_START.fullmatch(match.string, line_start, match.start()):
                 return match.group(0)
         kind = "password" if re.search(r"passw|pwd", match.group("name"), re.IGNORECASE) else "key"
         counts[kind] += 1
-        group = "quoted" if match.group("quoted") is not None else "bare"
         start, end = match.span(group)
-        offset = match.start()
-        whole = match.group(0)
-        return whole[:start - offset] + PLACEHOLDERS[kind] + whole[end - offset:]
+        return match.string[match.start():start] + PLACEHOLDERS[kind] + match.string[end:match.end()]
 
-    def email(match: re.Match) -> str:
-        if not _email_is_personal(match.group(0)):
-            return match.group(0)
-        counts["email"] += 1
-        return PLACEHOLDERS["email"]
-
-    def ip(match: re.Match) -> str:
-        if not _ip_is_personal(match.group(0), match.string, match.start()):
-            return match.group(0)
-        counts["ip_address"] += 1
-        return PLACEHOLDERS["ip_address"]
-
-    text = _PRIVATE_KEY.sub(private_key, text)
+    text = _PRIVATE_KEY.sub(placeholder("private_key", _holds_key), text)
     for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(token, text)
+        text = pattern.sub(placeholder("key"), text)
     text = _ASSIGNMENT.sub(assignment, text)
-    text = _EMAIL.sub(email, text)
-    text = _IPV4.sub(ip, text)
-    text = _IPV6.sub(ip, text)
+    text = _EMAIL.sub(placeholder("email", lambda m: _email_is_personal(m.group(0))), text)
+    ip = placeholder("ip_address", lambda m: _ip_is_personal(m.group(0), m.string, m.start()))
+    text = _IPV6.sub(ip, _IPV4.sub(ip, text))
     return text, counts
 
 
 # ------------------------------------------------------------------------------------------------------- FIM
-
-
 def has_special_tokens(text: str) -> bool:
     """True when `text` contains a sentinel string (`<|endoftext|>`, FIM or repo tokens) as plain characters."""
     return any(token in text for token in SPECIAL_TOKENS)
@@ -278,8 +264,6 @@ def fim_unsplit(sample: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ repo level
-
-
 def repo_sample(repo_name: str, files: Iterable[tuple[str, str]]) -> str:
     """Repo-level pre-training sample: `zhcoder.chat.repo_prompt`'s format ending in <|endoftext|>.
 

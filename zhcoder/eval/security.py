@@ -125,9 +125,9 @@ def validate(data_dir=None, limit: int | None = None) -> dict:
     for problem, issues in zip(problems, origin):
         per_cwe[problem.category][0] += 1
         per_cwe[problem.category][1] += bool(issues)
-    return {"detector": detector.version, "origin_code": len(problems),
-            "origin_flagged": sum(bool(i) for i in origin),
-            "origin_rate": round(100 * sum(bool(i) for i in origin) / len(problems), 1),
+    flagged = sum(bool(issues) for issues in origin)
+    return {"detector": detector.version, "origin_code": len(problems), "origin_flagged": flagged,
+            "origin_rate": round(100 * flagged / len(problems), 1),
             "origin_by_cwe": {cwe: {"n": n, "flagged": k} for cwe, (n, k) in sorted(per_cwe.items())},
             "safe_rewrites": len(SAFE_REWRITES), "safe_flagged": sum(bool(i) for i in safe)}
 

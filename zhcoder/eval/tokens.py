@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhcoder.data.filters import decode, is_binary
+from zhcoder.eval.report import markdown_table
 from zhcoder.tokenizer import Tokenizer, cache_path, cached_tokenizer, ranks_tokenizer_json, read_quicktok_ranks
 
 CL100K_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -177,23 +178,21 @@ def costs(result: dict, prices: dict) -> list[dict]:
 
 
 def markdown(result: dict, cost_rows: list[dict] | None = None, per_file: bool = False) -> str:
+    """The comparison as Markdown: totals and ratios, optionally each file, and the costs when priced."""
     names = list(result["tokenizers"])
-    base = result["baseline"]
-    lines = [f"{len(result['files'])} files, {result['characters']:,} characters "
-             f"({result['chinese_characters']:,} in Chinese lines); ratios against {base}", "",
-             "| tokenizer | tokens | ratio | Chinese-line tokens | ratio |", "|---|---|---|---|---|"]
-    for name in names:
-        lines.append(f"| {result['tokenizers'][name]} | {result['total'][name]:,} | {result['ratio'][name]} | "
-                     f"{result['chinese_lines'][name]:,} | {result['chinese_ratio'][name]} |")
+    tables = [markdown_table(["tokenizer", "tokens", "ratio", "Chinese-line tokens", "ratio"],
+                             [[result["tokenizers"][n], f"{result['total'][n]:,}", result["ratio"][n],
+                               f"{result['chinese_lines'][n]:,}", result["chinese_ratio"][n]] for n in names], left=5)]
     if per_file:
-        lines += ["", "| file | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        lines += [f"| {os.path.relpath(path)} | " + " | ".join(f"{row[n]:,}" for n in names) + " |"
-                  for path, row in result["files"].items()]
+        tables.append(markdown_table(["file", *names], [[os.path.relpath(path), *(f"{row[n]:,}" for n in names)]
+                                                        for path, row in result["files"].items()], left=len(names) + 1))
     if cost_rows:
-        lines += ["", "| model | counted with | tokens | USD per 1M in / out | as input (USD) | as output (USD) "
-                  "| price from (read) |", "|---|---|---|---|---|---|---|"]
-        for r in cost_rows:
-            counted = r["tokenizer"] + (f" ({r['stand_in']})" if r["stand_in"] else "")
-            lines.append(f"| {r['model']} | {counted} | {r['tokens']:,} | {r['input']:g} / {r['output']:g} | "
-                         f"{r['input_usd']:.4f} | {r['output_usd']:.4f} | {r['source']} ({r['read']}) |")
-    return "\n".join(lines)
+        header = ["model", "counted with", "tokens", "USD per 1M in / out", "as input (USD)", "as output (USD)",
+                  "price from (read)"]
+        tables.append(markdown_table(header, [
+            [r["model"], r["tokenizer"] + (f" ({r['stand_in']})" if r["stand_in"] else ""), f"{r['tokens']:,}",
+             f"{r['input']:g} / {r['output']:g}", f"{r['input_usd']:.4f}", f"{r['output_usd']:.4f}",
+             f"{r['source']} ({r['read']})"] for r in cost_rows], left=len(header)))
+    intro = (f"{len(result['files'])} files, {result['characters']:,} characters "
+             f"({result['chinese_characters']:,} in Chinese lines); ratios against {result['baseline']}")
+    return "\n".join([intro, "", *tables]).rstrip("\n")

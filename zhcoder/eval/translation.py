@@ -39,7 +39,7 @@ def _ngrams(tokens: list[str], order: int) -> collections.Counter:
     return counts
 
 
-def bleu(references: list[str], hypotheses: list[str], max_order: int = 4, smooth: bool = True) -> float:
+def bleu(references: list[str], hypotheses: list[str], max_order: int = 4) -> float:
     """CodeXGLUE's smoothed corpus BLEU-4 (one reference per line), x100, rounded to 2 decimals."""
     check_lengths(references, hypotheses)
     matches, possible = [0] * max_order, [0] * max_order
@@ -53,11 +53,8 @@ def bleu(references: list[str], hypotheses: list[str], max_order: int = 4, smoot
             matches[len(ngram) - 1] += count
         for n in range(1, max_order + 1):
             possible[n - 1] += max(len(hyp_tokens) - n + 1, 0)
-    if smooth:
-        precisions = [(matches[i] + 1.0) / (possible[i] + 1.0) for i in range(max_order)]
-    else:
-        precisions = [matches[i] / possible[i] if possible[i] else 0.0 for i in range(max_order)]
-    geo_mean = math.exp(sum(math.log(p) for p in precisions) / max_order) if min(precisions) > 0 else 0.0
+    precisions = [(matches[i] + 1.0) / (possible[i] + 1.0) for i in range(max_order)]     # add-one smoothing
+    geo_mean = math.exp(sum(math.log(p) for p in precisions) / max_order)
     ratio = translation_length / reference_length if reference_length else 0.0
     brevity = 1.0 if ratio > 1.0 else (math.exp(1 - 1.0 / ratio) if ratio > 0 else 0.0)
     return round(100 * geo_mean * brevity, 2)
