@@ -20,7 +20,7 @@ import typer
 
 from zhcoder.cli.app import UsageError, group, warn
 from zhcoder.cli.settings import settings_options
-from zhcoder.data.config import FILTER_HELP, BuildConfig, RunConfig
+from zhcoder.data.config import BuildConfig, RunConfig
 from zhcoder.data.filters import FilterConfig
 
 tokenizer_app = group("tokenizer", "Train and inspect tokenizers.")
@@ -66,7 +66,7 @@ def data_sft(inputs: list[Path] = typer.Argument(
 
 
 @data_app.command("build")
-@settings_options(help=FILTER_HELP, config=BuildConfig, filters=FilterConfig, run=RunConfig)
+@settings_options(config=BuildConfig, filters=FilterConfig, run=RunConfig)
 def data_build(sources: list[str] = typer.Argument(..., help="folders (git work trees: tracked files only), .jsonl "
                                                              "or .parquet files"),
                config: dict = None, filters: dict = None, run: dict = None):

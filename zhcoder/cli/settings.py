@@ -42,10 +42,8 @@ def _default(field: dataclasses.Field) -> Any:
     return ...                                          # required
 
 
-def options_of(cls: type, skip: tuple[str, ...] = (), help: dict[str, str] | None = None
-               ) -> dict[str, tuple[inspect.Parameter, bool, bool]]:
-    """Field name -> (the typer option as a parameter, listed, 0 means off) for each command-line field of `cls`;
-    `help` gives the help of fields whose metadata has none."""
+def options_of(cls: type, skip: tuple[str, ...] = ()) -> dict[str, tuple[inspect.Parameter, bool, bool]]:
+    """Field name -> (the typer option as a parameter, listed, 0 means off) for each command-line field of `cls`."""
     hints = typing.get_type_hints(cls)
     found = {}
     for field in dataclasses.fields(cls):
@@ -60,7 +58,7 @@ def options_of(cls: type, skip: tuple[str, ...] = (), help: dict[str, str] | Non
         if listed and default not in (None, ...):
             default = ",".join(default)
         off = default not in (None, ...) and type(None) in typing.get_args(hints[field.name]) and kind is not bool
-        text = (meta.get("help") or (help or {}).get(field.name, "")) + (" (0: off)" if off else "")
+        text = meta.get("help", "") + (" (0: off)" if off else "")
         shown = meta.get("default_text", True)
         option = typer.Option(default, *flag.split(" "), help=text, show_default=shown)
         annotation = kind if default is not None and default is not ... else Optional[kind]
@@ -69,13 +67,13 @@ def options_of(cls: type, skip: tuple[str, ...] = (), help: dict[str, str] | Non
     return found
 
 
-def settings_options(skip: tuple[str, ...] = (), help: dict[str, str] | None = None, **classes: type) -> Callable:
+def settings_options(skip: tuple[str, ...] = (), **classes: type) -> Callable:
     """Decorator: add every field of each dataclass in `classes` as an option of the command; the command gets,
     for each keyword, the dict {field: value} of the options the user gave (see the module docstring)."""
 
     def decorate(func: Callable) -> Callable:
         own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in classes]
-        generated = {group: options_of(cls, skip, help) for group, cls in classes.items()}
+        generated = {group: options_of(cls, skip) for group, cls in classes.items()}
         names = [name for fields in generated.values() for name in fields]
         assert len(names) == len(set(names)) and not set(names) & {p.name for p in own}, "option names clash"
 

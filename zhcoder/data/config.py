@@ -18,22 +18,6 @@ def _setting(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MI
     return field(default=default, default_factory=factory, metadata={"help": help, **extra})
 
 
-# FilterConfig's thresholds as options (zhcoder.data.filters gives each default's source)
-FILTER_HELP = {
-    "max_line_length": "longest line allowed, in characters",
-    "max_mean_line_length": "mean line length allowed",
-    "min_alphanumeric_fraction": "least share of letters and digits",
-    "min_chars": "least non-whitespace characters",
-    "max_bytes": "largest UTF-8 size of a file",
-    "max_lines": "most lines in a file",
-    "auto_generated_lines": "first lines searched for auto-generated markers",
-    "auto_generated_markers": "comma-separated auto-generated markers (case-insensitive)",
-    "minified_languages": "comma-separated languages checked for minified code",
-    "minified_mean_line_length": "mean line length above which such a file is minified",
-    "minified_min_longest_line": "... when its longest line is at least this long",
-}
-
-
 @dataclass
 class BuildConfig:
     """Everything a build's output depends on; saved as OUT/work/config.json (a rerun must match it)."""
