@@ -14,6 +14,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
+def setting(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MISSING, **extra):
+    """A settings dataclass field with its command-line help (zhcoder.cli.settings makes the option from it)."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **extra})
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "qwen3_moe")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

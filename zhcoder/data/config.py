@@ -9,45 +9,43 @@ its options from these fields and from zhcoder.data.filters.FilterConfig (zhcode
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from zhcoder.config import setting
 
 from zhcoder.data.filters import FilterConfig
-
-
-def _setting(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MISSING, **extra):
-    return field(default=default, default_factory=factory, metadata={"help": help, **extra})
 
 
 @dataclass
 class BuildConfig:
     """Everything a build's output depends on; saved as OUT/work/config.json (a rerun must match it)."""
 
-    sources: list[str] = _setting(help="folders, .jsonl or .parquet files", cli=False)   # the command's arguments
-    tokenizer: str = _setting(help="a folder with tokenizer.json, or 'qwen'")
-    out: str = _setting(help="output folder: train/, validation/, stats.json, removed.jsonl")
-    tasks: int = _setting(0, "tasks per stage (0: 8, or one per 128 MiB of input)")
-    filters: dict = _setting(factory=lambda: dataclasses.asdict(FilterConfig()), cli=False)   # FilterConfig's fields
-    redact: bool = _setting(True, "replace secrets and personal data")
-    decontaminate: bool = _setting(True, "drop files sharing an n-gram with an evaluation set")
-    decontaminate_n: int = _setting(13, "n-gram length in words")
-    decontaminate_tasks: tuple[str, ...] | None = _setting(None, "comma-separated eval sets", default_text="all")
-    data_dir: str | None = _setting(None, "where the eval sets are", default_text="$ZHCODER_DATA, else "
+    sources: list[str] = setting(help="folders, .jsonl or .parquet files", cli=False)   # the command's arguments
+    tokenizer: str = setting(help="a folder with tokenizer.json, or 'qwen'")
+    out: str = setting(help="output folder: train/, validation/, stats.json, removed.jsonl")
+    tasks: int = setting(0, "tasks per stage (0: 8, or one per 128 MiB of input)")
+    filters: dict = setting(factory=lambda: dataclasses.asdict(FilterConfig()), cli=False)   # FilterConfig's fields
+    redact: bool = setting(True, "replace secrets and personal data")
+    decontaminate: bool = setting(True, "drop files sharing an n-gram with an evaluation set")
+    decontaminate_n: int = setting(13, "n-gram length in words")
+    decontaminate_tasks: tuple[str, ...] | None = setting(None, "comma-separated eval sets", default_text="all")
+    data_dir: str | None = setting(None, "where the eval sets are", default_text="$ZHCODER_DATA, else "
                                     "../shared/data next to the checkout")
-    dedup: bool = _setting(True, "exact + near-duplicate removal")
-    near_threshold: float = _setting(0.85, "MinHash Jaccard threshold")
-    shingle_size: int = _setting(5, "tokens per shingle")
-    num_perm: int = _setting(128, "MinHash permutations")
-    fim_rate: float = _setting(0.5, "fraction of files turned into FIM samples")
-    spm_rate: float = _setting(0.5, "fraction of FIM samples in SPM order (else PSM)")
-    repo_level: bool = _setting(False, "repo-level samples instead of file-level FIM")
-    repo_max_chars: int = _setting(131_072, "most characters per repo-level sample")
-    validation_fraction: float = _setting(0.005, "fraction of documents held out for the validation split")
-    seed: int = _setting(0, "seed of FIM and of the split")
-    shard_tokens: int = _setting(2**26, "tokens per shard file")
-    text_field: str | None = _setting(None, "records: text field", default_text="text or content")
-    path_field: str | None = _setting(None, "records: file path field")
-    repo_field: str | None = _setting(None, "records: repository name field")
-    language_field: str | None = _setting(None, "records: language field")
+    dedup: bool = setting(True, "exact + near-duplicate removal")
+    near_threshold: float = setting(0.85, "MinHash Jaccard threshold")
+    shingle_size: int = setting(5, "tokens per shingle")
+    num_perm: int = setting(128, "MinHash permutations")
+    fim_rate: float = setting(0.5, "fraction of files turned into FIM samples")
+    spm_rate: float = setting(0.5, "fraction of FIM samples in SPM order (else PSM)")
+    repo_level: bool = setting(False, "repo-level samples instead of file-level FIM")
+    repo_max_chars: int = setting(131_072, "most characters per repo-level sample")
+    validation_fraction: float = setting(0.005, "fraction of documents held out for the validation split")
+    seed: int = setting(0, "seed of FIM and of the split")
+    shard_tokens: int = setting(2**26, "tokens per shard file")
+    text_field: str | None = setting(None, "records: text field", default_text="text or content")
+    path_field: str | None = setting(None, "records: file path field")
+    repo_field: str | None = setting(None, "records: repository name field")
+    language_field: str | None = setting(None, "records: language field")
 
     def check(self) -> None:
         if not self.sources:
@@ -72,14 +70,14 @@ class BuildConfig:
 class RunConfig:
     """How a build runs; not part of its output (any executor and number of workers resume it)."""
 
-    executor: str = _setting("local", "local, slurm or ray")
-    workers: int | None = _setting(None, "local worker processes", default_text="all cores")
-    partition: str | None = _setting(None, "Slurm partition (--executor slurm)")
-    time_limit: str = _setting("04:00:00", "Slurm time limit per task", flag="--time")
-    env_command: str | None = _setting(None, "Slurm: shell command that activates the environment")
-    cpus_per_task: int = _setting(1, "Slurm / Ray CPUs per task")
-    mem_per_cpu_gb: float = _setting(4.0, "Slurm / Ray memory per CPU")
-    restart: bool = _setting(False, "discard an earlier (partial) build in --out")
+    executor: str = setting("local", "local, slurm or ray")
+    workers: int | None = setting(None, "local worker processes", default_text="all cores")
+    partition: str | None = setting(None, "Slurm partition (--executor slurm)")
+    time_limit: str = setting("04:00:00", "Slurm time limit per task", flag="--time")
+    env_command: str | None = setting(None, "Slurm: shell command that activates the environment")
+    cpus_per_task: int = setting(1, "Slurm / Ray CPUs per task")
+    mem_per_cpu_gb: float = setting(4.0, "Slurm / Ray memory per CPU")
+    restart: bool = setting(False, "discard an earlier (partial) build in --out")
 
     def executor_options(self) -> dict:
         """The Slurm or Ray executor's arguments."""

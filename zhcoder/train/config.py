@@ -8,7 +8,9 @@ Light on purpose (no torch): the command line imports it to build its options.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from zhcoder.config import setting
 from pathlib import Path
 
 from zhcoder import ZhcoderError
@@ -31,53 +33,49 @@ class TrainError(ZhcoderError):
     """A training run that cannot start or go on, with what to change."""
 
 
-def _setting(default=dataclasses.MISSING, help: str = "", factory=dataclasses.MISSING, **extra):
-    return field(default=default, default_factory=factory, metadata={"help": help, **extra})
-
-
 @dataclass
 class TrainConfig:
-    stage: str = _setting("pretrain", "pretrain or sft", cli=False)          # the command names it
-    data: str = _setting("", "a `data build` / `data sft` output folder (train/, validation/)", default_text="none")
-    out: str = _setting("", "the run folder", default_text="none")
-    model: str | None = _setting(None, "HF checkpoint to start from")
-    preset: str | None = _setting(None, "or a published shape with random weights (pretrain only)")
-    model_overrides: dict = _setting(help="model config changes, e.g. {num_hidden_layers = 4} ([model] in TOML)",
+    stage: str = setting("pretrain", "pretrain or sft", cli=False)          # the command names it
+    data: str = setting("", "a `data build` / `data sft` output folder (train/, validation/)", default_text="none")
+    out: str = setting("", "the run folder", default_text="none")
+    model: str | None = setting(None, "HF checkpoint to start from")
+    preset: str | None = setting(None, "or a published shape with random weights (pretrain only)")
+    model_overrides: dict = setting(help="model config changes, e.g. {num_hidden_layers = 4} ([model] in TOML)",
                                      factory=dict, cli=False)
-    tokenizer: str | None = _setting(None, "tokenizer folder or qwen", default_text="the model's, else qwen")
-    seq_len: int = _setting(2048, "tokens per packed sequence")
-    batch_size: int = _setting(8, "sequences per micro-batch per process")
-    grad_accum: int = _setting(1, "micro-batches per step")
-    steps: int = _setting(1000, "optimizer steps")
-    lr: float | None = _setting(None, "peak learning rate", default_text=_stage_default("lr"))
-    min_lr_ratio: float = _setting(0.1, "the cosine schedule ends at this fraction of --lr")
-    warmup_steps: int | None = _setting(None, "linear warm-up steps", default_text=_stage_default("warmup_steps"))
-    weight_decay: float | None = _setting(None, "AdamW weight decay (matrices only)",
+    tokenizer: str | None = setting(None, "tokenizer folder or qwen", default_text="the model's, else qwen")
+    seq_len: int = setting(2048, "tokens per packed sequence")
+    batch_size: int = setting(8, "sequences per micro-batch per process")
+    grad_accum: int = setting(1, "micro-batches per step")
+    steps: int = setting(1000, "optimizer steps")
+    lr: float | None = setting(None, "peak learning rate", default_text=_stage_default("lr"))
+    min_lr_ratio: float = setting(0.1, "the cosine schedule ends at this fraction of --lr")
+    warmup_steps: int | None = setting(None, "linear warm-up steps", default_text=_stage_default("warmup_steps"))
+    weight_decay: float | None = setting(None, "AdamW weight decay (matrices only)",
                                           default_text=_stage_default("weight_decay"))
-    beta1: float = _setting(0.9, "AdamW beta1")
-    beta2: float = _setting(0.95, "AdamW beta2")
-    eps: float = _setting(1e-8, "AdamW epsilon")
-    grad_clip: float = _setting(1.0, "clip the gradient norm to this")
-    precision: str = _setting("auto", "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32")
-    gradient_checkpointing: bool | str = _setting(False, "recompute each layer in backward (TOML also takes "
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.95, "AdamW beta2")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this")
+    precision: str = setting("auto", "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32")
+    gradient_checkpointing: bool | str = setting(False, "recompute each layer in backward (TOML also takes "
                                                   "\"selective\": all but the matmuls)")
-    compile: bool = _setting(False, "torch.compile each decoder layer")
-    seed: int = _setting(0, "seed of the weights (--preset), data order and dropout")
-    save_every: int = _setting(500, "steps between checkpoints")
-    keep_last: int = _setting(2, "checkpoints kept")
-    eval_every: int = _setting(200, "steps between validation losses")
-    eval_batches: int = _setting(16, "validation micro-batches per evaluation")
-    log_every: int = _setting(1, "steps between printed lines (every step goes to metrics.jsonl)")
-    lora: bool = _setting(False, "train a LoRA adapter (PEFT) instead of every weight", flag="--lora/--full")
-    lora_r: int = _setting(16, "LoRA rank")
-    lora_alpha: int = _setting(32, "LoRA alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = _setting(0.05, "LoRA dropout")
-    lora_targets: list = _setting(help="comma-separated module names LoRA wraps",
+    compile: bool = setting(False, "torch.compile each decoder layer")
+    seed: int = setting(0, "seed of the weights (--preset), data order and dropout")
+    save_every: int = setting(500, "steps between checkpoints")
+    keep_last: int = setting(2, "checkpoints kept")
+    eval_every: int = setting(200, "steps between validation losses")
+    eval_batches: int = setting(16, "validation micro-batches per evaluation")
+    log_every: int = setting(1, "steps between printed lines (every step goes to metrics.jsonl)")
+    lora: bool = setting(False, "train a LoRA adapter (PEFT) instead of every weight", flag="--lora/--full")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = setting(0.05, "LoRA dropout")
+    lora_targets: list = setting(help="comma-separated module names LoRA wraps",
                                   factory=lambda: list(DEFAULT_TARGETS))
-    code_aware_attention: bool = _setting(False, "train the code-aware attention bias (zhcoder.code_bias)",
+    code_aware_attention: bool = setting(False, "train the code-aware attention bias (zhcoder.code_bias)",
                                           flag="--code-aware-attention/--plain-attention")
-    peak_tflops: float | None = _setting(None, "dense bf16 peak of one device, for MFU on unlisted devices")
-    time_limit: float | None = _setting(None, "seconds of training: the schedule is shortened to fit (timed over "
+    peak_tflops: float | None = setting(None, "dense bf16 peak of one device, for MFU on unlisted devices")
+    time_limit: float | None = setting(None, "seconds of training: the schedule is shortened to fit (timed over "
                                         "the first steps), then a hard stop")
 
     def resolve(self) -> "TrainConfig":
